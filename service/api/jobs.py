@@ -1,0 +1,82 @@
+"""/v1/jobs: submit, list, read, metrics, cancel."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request, url_for
+from flask.typing import ResponseReturnValue
+
+from service import jobs
+from service.api.common import flag, json_body, session, tenant
+from service.errors import ApiError
+from service.spec import SpecError, parse_spec
+
+bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
+
+
+@bp.before_request
+def _authenticate() -> None:
+    tenant()
+
+
+@bp.post("")
+def submit() -> ResponseReturnValue:
+    try:
+        spec = parse_spec(json_body())
+    except SpecError as exc:
+        raise ApiError(422, str(exc), code="invalid_spec", details=exc.details) from None
+    if flag("dry_run"):
+        summary = spec.summary()
+        shape = spec.data_shape()
+        total = sum(s.params for s in summary)
+        trainable = sum(s.trainable_params for s in summary)
+        return jsonify(
+            {
+                "valid": True,
+                "task": spec.task,
+                "input_shape": [None, shape.n_features],
+                "layers": [s.as_dict() for s in summary],
+                "total_params": total,
+                "trainable_params": trainable,
+                "non_trainable_params": total - trainable,
+            }
+        )
+    queue = current_app.extensions["trainsvc.queue"]
+    job = jobs.create_job(spec, session=session(), tenant_id=tenant(), queue=queue)
+    location = url_for("jobs.read", job_id=job.id)
+    return jsonify(jobs.job_to_dict(job)), 202, {"Location": location}
+
+
+@bp.get("")
+def index() -> ResponseReturnValue:
+    raw_limit = request.args.get("limit", "20")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
+        raise ApiError(
+            422,
+            "limit must be a whole number from 1 to 100",
+            details=[{"field": "limit", "message": raw_limit}],
+        )
+    items, next_cursor = jobs.list_jobs(
+        session=session(),
+        tenant_id=tenant(),
+        status=request.args.get("status") or None,
+        limit=int(raw_limit),
+        cursor=request.args.get("cursor") or None,
+    )
+    return jsonify({"items": [jobs.job_to_dict(j) for j in items], "next_cursor": next_cursor})
+
+
+@bp.get("/<job_id>")
+def read(job_id: str) -> ResponseReturnValue:
+    return jsonify(jobs.job_to_dict(jobs.get_job(job_id, session=session(), tenant_id=tenant())))
+
+
+@bp.get("/<job_id>/metrics")
+def metrics(job_id: str) -> ResponseReturnValue:
+    job = jobs.get_job(job_id, session=session(), tenant_id=tenant())
+    return jsonify({"job_id": job.id, "history": jobs.job_history(job, session=session())})
+
+
+@bp.post("/<job_id>/cancel")
+def cancel(job_id: str) -> ResponseReturnValue:
+    job = jobs.cancel_job(job_id, session=session(), tenant_id=tenant())
+    return jsonify(jobs.job_to_dict(job)), 202

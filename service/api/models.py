@@ -1,0 +1,40 @@
+"""/v1/models: metadata and predictions."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select
+
+from service.api.common import json_body, session, tenant
+from service.errors import ApiError
+from service.models import Model
+from service.predictions import load_predictor, model_to_dict, parse_instances
+
+bp = Blueprint("models", __name__, url_prefix="/v1/models")
+
+
+@bp.before_request
+def _authenticate() -> None:
+    tenant()
+
+
+@bp.get("/<model_id>")
+def read(model_id: str) -> ResponseReturnValue:
+    model = session().scalar(select(Model).where(Model.id == model_id, Model.tenant_id == tenant()))
+    if model is None:
+        raise ApiError(404, f"no model with id {model_id!r}")
+    return jsonify(model_to_dict(model))
+
+
+@bp.post("/<model_id>/predict")
+def predict(model_id: str) -> ResponseReturnValue:
+    body = json_body()
+    predictor = load_predictor(
+        model_id,
+        session=session(),
+        tenant_id=tenant(),
+        cache=current_app.extensions["trainsvc.models"],
+    )
+    X = parse_instances(body, predictor.n_features, current_app.config["MAX_PREDICT_ROWS"])
+    return jsonify({"model_id": model_id, **predictor.predict(X)})

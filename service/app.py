@@ -1,0 +1,35 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from service.api import health, jobs, models
+from service.api.common import close_session
+from service.config import Settings
+from service.db import Database
+from service.errors import register_error_handlers
+from service.jsonutil import FiniteJSONProvider
+from service.predictions import ModelCache
+from service.queue import CeleryQueue, JobQueue
+
+
+def create_app(settings: Settings | None = None, queue: JobQueue | None = None) -> Flask:
+    """Build the API. Settings default to the environment; nothing connects until a request."""
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.json_provider_class = FiniteJSONProvider
+    app.json = FiniteJSONProvider(app)
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_content_length,
+        MAX_PREDICT_ROWS=settings.max_predict_rows,
+        TRAINSVC_SETTINGS=settings,
+    )
+    app.extensions["trainsvc.db"] = Database(settings.database_url)
+    app.extensions["trainsvc.queue"] = queue or CeleryQueue(settings)
+    app.extensions["trainsvc.models"] = ModelCache(settings.model_cache_size)
+    app.teardown_appcontext(close_session)
+    register_error_handlers(app)
+    for blueprint in (health.bp, jobs.bp, models.bp):
+        app.register_blueprint(blueprint)
+    return app

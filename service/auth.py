@@ -1,0 +1,60 @@
+"""API keys: stored as SHA-256 hashes, looked up by hash, compared in constant time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from flask import g, request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.errors import ApiError
+from service.models import ApiKey, Tenant
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    return "tsk_" + secrets.token_urlsafe(24)
+
+
+def ensure_api_key(session: Session, tenant_id: str, key: str) -> None:
+    """Create the tenant and register `key` for it, if not already there."""
+    if session.get(Tenant, tenant_id) is None:
+        session.add(Tenant(id=tenant_id))
+        session.flush()
+    digest = hash_key(key)
+    existing = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
+    if existing is None:
+        session.add(ApiKey(tenant_id=tenant_id, key_hash=digest, prefix=key[:8]))
+    elif existing.tenant_id != tenant_id:
+        raise ValueError(f"this key already belongs to tenant {existing.tenant_id!r}")
+
+
+def tenant_for_key(session: Session, key: str) -> str | None:
+    digest = hash_key(key)
+    row = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
+    if row is None or not hmac.compare_digest(row.key_hash, digest):
+        return None
+    return row.tenant_id
+
+
+def authenticate(session: Session) -> str:
+    """The tenant of the request's bearer key; 401 without a valid one."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise ApiError(
+            401,
+            "missing API key: send Authorization: Bearer <key>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    tenant = tenant_for_key(session, key.strip())
+    if tenant is None:
+        raise ApiError(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
+    g.tenant_id = tenant
+    return tenant

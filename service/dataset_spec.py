@@ -1,0 +1,302 @@
+"""The `dataset` part of a job spec: built-in datasets, inline data, and what shape each yields."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+
+MAX_SAMPLES = 1_000_000
+MAX_FEATURES = 10_000
+MAX_CLASSES = 1_000
+MAX_INLINE_ROWS = 100_000
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What the model needs to know about a dataset before any data is loaded."""
+
+    task: Literal["classification", "regression"]
+    n_samples: int
+    n_features: int
+    n_classes: int = 0  # classification only
+    n_targets: int = 1  # regression only
+
+
+Samples = Annotated[int, Field(ge=10, le=MAX_SAMPLES)]
+Seed = Annotated[int | None, Field(ge=0, le=2**32 - 1)]
+
+
+class MakeClassificationParams(Strict):
+    n_samples: Samples = 100
+    n_features: int = Field(20, ge=1, le=MAX_FEATURES)
+    n_informative: int = Field(2, ge=1, le=MAX_FEATURES)
+    n_redundant: int = Field(2, ge=0, le=MAX_FEATURES)
+    n_repeated: int = Field(0, ge=0, le=MAX_FEATURES)
+    n_classes: int = Field(2, ge=2, le=MAX_CLASSES)
+    n_clusters_per_class: int = Field(2, ge=1, le=100)
+    weights: list[float] | None = None
+    flip_y: float = Field(0.01, ge=0, le=1)
+    class_sep: float = Field(1.0, gt=0, le=1e6)
+    hypercube: bool = True
+    shift: float | None = Field(0.0, ge=-1e6, le=1e6)
+    scale: float | None = Field(1.0, gt=0, le=1e6)
+    shuffle: bool = True
+    random_state: Seed = None
+
+    @model_validator(mode="after")
+    def _fits(self) -> MakeClassificationParams:
+        used = self.n_informative + self.n_redundant + self.n_repeated
+        if used > self.n_features:
+            raise ValueError(
+                f"n_informative + n_redundant + n_repeated ({used}) must not exceed "
+                f"n_features ({self.n_features})"
+            )
+        if self.n_informative < 60 and (
+            self.n_classes * self.n_clusters_per_class > 2**self.n_informative
+        ):
+            raise ValueError("n_classes * n_clusters_per_class must be at most 2 ** n_informative")
+        if self.weights is not None and len(self.weights) not in (
+            self.n_classes,
+            self.n_classes - 1,
+        ):
+            raise ValueError("weights must have n_classes or n_classes - 1 entries")
+        return self
+
+    def shape(self) -> DataShape:
+        return DataShape("classification", self.n_samples, self.n_features, self.n_classes)
+
+
+class MakeRegressionParams(Strict):
+    n_samples: Samples = 100
+    n_features: int = Field(100, ge=1, le=MAX_FEATURES)
+    n_informative: int = Field(10, ge=0, le=MAX_FEATURES)
+    n_targets: int = Field(1, ge=1, le=100)
+    bias: float = Field(0.0, ge=-1e6, le=1e6)
+    effective_rank: int | None = Field(None, ge=1, le=MAX_FEATURES)
+    tail_strength: float = Field(0.5, ge=0, le=1)
+    noise: float = Field(0.0, ge=0, le=1e6)
+    shuffle: bool = True
+    random_state: Seed = None
+
+    def shape(self) -> DataShape:
+        return DataShape("regression", self.n_samples, self.n_features, n_targets=self.n_targets)
+
+
+class MakeMoonsParams(Strict):
+    n_samples: Samples = 100
+    shuffle: bool = True
+    noise: float | None = Field(None, ge=0, le=1e3)
+    random_state: Seed = None
+
+    def shape(self) -> DataShape:
+        return DataShape("classification", self.n_samples, 2, 2)
+
+
+class MakeCirclesParams(MakeMoonsParams):
+    factor: float = Field(0.8, gt=0, lt=1)
+
+
+class MakeBlobsParams(Strict):
+    n_samples: Samples = 100
+    n_features: int = Field(2, ge=1, le=MAX_FEATURES)
+    centers: int = Field(3, ge=2, le=MAX_CLASSES)
+    cluster_std: float = Field(1.0, gt=0, le=1e6)
+    shuffle: bool = True
+    random_state: Seed = None
+
+    def shape(self) -> DataShape:
+        return DataShape("classification", self.n_samples, self.n_features, self.centers)
+
+
+class NoParams(Strict):
+    pass
+
+
+# (task, rows, features, classes or targets) of the datasets scikit-learn ships.
+SHIPPED: dict[str, tuple[Literal["classification", "regression"], int, int, int]] = {
+    "iris": ("classification", 150, 4, 3),
+    "wine": ("classification", 178, 13, 3),
+    "breast_cancer": ("classification", 569, 30, 2),
+    "digits": ("classification", 1797, 64, 10),
+    "diabetes": ("regression", 442, 10, 1),
+}
+
+
+class _Builtin(Strict):
+    def shape(self) -> DataShape:
+        raise NotImplementedError
+
+
+class MakeClassification(_Builtin):
+    builtin: Literal["make_classification"]
+    params: MakeClassificationParams = MakeClassificationParams()
+
+    def shape(self) -> DataShape:
+        return self.params.shape()
+
+
+class MakeRegression(_Builtin):
+    builtin: Literal["make_regression"]
+    params: MakeRegressionParams = MakeRegressionParams()
+
+    def shape(self) -> DataShape:
+        return self.params.shape()
+
+
+class MakeMoons(_Builtin):
+    builtin: Literal["make_moons"]
+    params: MakeMoonsParams = MakeMoonsParams()
+
+    def shape(self) -> DataShape:
+        return self.params.shape()
+
+
+class MakeCircles(_Builtin):
+    builtin: Literal["make_circles"]
+    params: MakeCirclesParams = MakeCirclesParams()
+
+    def shape(self) -> DataShape:
+        return self.params.shape()
+
+
+class MakeBlobs(_Builtin):
+    builtin: Literal["make_blobs"]
+    params: MakeBlobsParams = MakeBlobsParams()
+
+    def shape(self) -> DataShape:
+        return self.params.shape()
+
+
+class Shipped(_Builtin):
+    builtin: Literal["iris", "wine", "breast_cancer", "digits", "diabetes"]
+    params: NoParams = NoParams()
+
+    def shape(self) -> DataShape:
+        task, rows, features, width = SHIPPED[self.builtin]
+        if task == "classification":
+            return DataShape(task, rows, features, n_classes=width)
+        return DataShape(task, rows, features, n_targets=width)
+
+
+Label = int | str
+Target = float | list[float]
+
+
+class InlineData(Strict):
+    X: list[list[float]] = Field(min_length=2, max_length=MAX_INLINE_ROWS)
+    y: list[Label | Target] = Field(min_length=2, max_length=MAX_INLINE_ROWS)
+
+    @model_validator(mode="after")
+    def _rectangular(self) -> InlineData:
+        width = len(self.X[0])
+        if not 1 <= width <= MAX_FEATURES:
+            raise ValueError(f"rows of X must have between 1 and {MAX_FEATURES} features")
+        for i, row in enumerate(self.X):
+            if len(row) != width:
+                raise ValueError(f"X[{i}] has {len(row)} features; X[0] has {width}")
+        if len(self.y) != len(self.X):
+            raise ValueError(f"y has {len(self.y)} entries but X has {len(self.X)} rows")
+        return self
+
+
+def _is_label(value: object) -> bool:
+    if isinstance(value, float):
+        return value.is_integer()
+    return isinstance(value, str | int) and not isinstance(value, bool)
+
+
+class Inline(Strict):
+    inline: InlineData
+
+    def shape_for(self, task: Literal["classification", "regression"]) -> DataShape:
+        """Shape of the inline data read as `task`; raises ValueError if the labels do not fit."""
+        rows, width = len(self.inline.X), len(self.inline.X[0])
+        y = self.inline.y
+        if task == "classification":
+            if all(_is_label(v) for v in y) and len({type(v) for v in y}) == 1:
+                n_classes = len(set(y))
+            else:
+                raise ValueError("class labels must be all integers or all strings")
+            if n_classes < 2:
+                raise ValueError("classification needs at least two distinct labels in y")
+            return DataShape(task, rows, width, n_classes=n_classes)
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in y):
+            return DataShape(task, rows, width, n_targets=1)
+        if all(isinstance(v, list) for v in y):
+            widths = {len(v) for v in y}  # type: ignore[arg-type]
+            if len(widths) != 1 or 0 in widths:
+                raise ValueError("every target in y must have the same, non-zero width")
+            return DataShape(task, rows, width, n_targets=widths.pop())
+        raise ValueError("regression targets must be numbers, or lists of numbers of one width")
+
+
+class Uploaded(Strict):
+    dataset_id: str
+
+
+def _dataset_tag(value: Any) -> str | None:
+    if isinstance(value, BaseModel):
+        value = value.model_dump()
+    if not isinstance(value, dict):
+        return None
+    if "builtin" in value:
+        name = value["builtin"]
+        if name in SHIPPED:
+            return "shipped"
+        return name if name in BUILTIN_NAMES else None
+    for key in ("inline", "dataset_id"):
+        if key in value:
+            return key
+    return None
+
+
+BUILTIN_NAMES = (
+    "make_classification",
+    "make_regression",
+    "make_moons",
+    "make_circles",
+    "make_blobs",
+    *SHIPPED,
+)
+
+DatasetSpec = Annotated[
+    Annotated[MakeClassification, Tag("make_classification")]
+    | Annotated[MakeRegression, Tag("make_regression")]
+    | Annotated[MakeMoons, Tag("make_moons")]
+    | Annotated[MakeCircles, Tag("make_circles")]
+    | Annotated[MakeBlobs, Tag("make_blobs")]
+    | Annotated[Shipped, Tag("shipped")]
+    | Annotated[Inline, Tag("inline")]
+    | Annotated[Uploaded, Tag("dataset_id")],
+    Discriminator(
+        _dataset_tag,
+        custom_error_type="unknown_dataset",
+        custom_error_message=(
+            "dataset must be {'builtin': NAME, 'params': {...}} with NAME one of "
+            + ", ".join(BUILTIN_NAMES)
+            + "; or {'inline': {'X': [[...]], 'y': [...]}}; or {'dataset_id': ID}"
+        ),
+    ),
+]
+
+DATASET_TAGS = frozenset(
+    {"make_classification", "make_regression", "make_moons", "make_circles", "make_blobs"}
+    | {"shipped", "inline", "dataset_id"}
+)
+
+
+def n_test_rows(n_samples: int, test_size: float) -> int:
+    """Rows held out for testing, as scikit-learn's train_test_split counts them."""
+    return math.ceil(test_size * n_samples)
+
+
+def n_fit_rows(n_train: int, validation_split: float) -> int:
+    """Rows trained on once Keras's validation_split has taken the last fraction."""
+    return math.floor(n_train * (1.0 - validation_split))

@@ -1,0 +1,153 @@
+"""Job actions behind the views: create, read, list, cancel. Each takes a keyword-only session."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from service.db import rowcount
+from service.errors import ApiError
+from service.models import JOB_STATUSES, Job, JobMetric, utcnow
+from service.queue import BrokerUnavailable, JobQueue
+from service.spec import JobSpec, to_stored
+
+
+def iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite hands back naive datetimes; they are stored in UTC
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def job_to_dict(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "name": job.name,
+        "status": job.status,
+        "engine": job.engine,
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "progress": {"epoch": job.progress_epoch, "epochs": job.progress_epochs},
+        "metrics": job.metrics or {},
+        "error": (
+            {"code": job.error_code, "message": job.error_message} if job.error_code else None
+        ),
+        "model_id": job.model_id,
+        "attempts": job.attempts,
+        "cancel_requested": job.cancel_requested,
+        "spec": job.spec,
+    }
+
+
+def create_job(spec: JobSpec, *, session: Session, tenant_id: str, queue: JobQueue) -> Job:
+    """Record the job, commit, then enqueue its id; if the broker refuses, undo the record."""
+    job = Job(
+        tenant_id=tenant_id,
+        name=spec.name,
+        engine=spec.engine,
+        status="queued",
+        spec=to_stored(spec),
+        progress_epochs=spec.epochs,
+        attempts=0,
+        progress_epoch=0,
+        cancel_requested=False,
+    )
+    session.add(job)
+    session.commit()  # the row must exist before any worker can receive its id
+    try:
+        queue.enqueue(job.id)
+    except BrokerUnavailable:
+        session.execute(delete(Job).where(Job.id == job.id, Job.status == "queued"))
+        session.commit()
+        raise ApiError(
+            503,
+            "the job queue is unavailable; nothing was recorded, try again shortly",
+            code="broker_unavailable",
+        ) from None
+    return job
+
+
+def get_job(job_id: str, *, session: Session, tenant_id: str) -> Job:
+    job = session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id))
+    if job is None:
+        raise ApiError(404, f"no job with id {job_id!r}")
+    return job
+
+
+def list_jobs(
+    *, session: Session, tenant_id: str, status: str | None, limit: int, cursor: str | None
+) -> tuple[list[Job], str | None]:
+    """Newest first; the cursor is the id of the last job of the previous page."""
+    query = select(Job).where(Job.tenant_id == tenant_id)
+    if status is not None:
+        if status not in JOB_STATUSES:
+            raise ApiError(
+                422,
+                f"unknown status {status!r}",
+                details=[{"field": "status", "message": "one of " + ", ".join(JOB_STATUSES)}],
+            )
+        query = query.where(Job.status == status)
+    if cursor:
+        query = query.where(Job.id < cursor)
+    jobs = list(session.scalars(query.order_by(Job.id.desc()).limit(limit + 1)))
+    next_cursor = jobs[limit - 1].id if len(jobs) > limit else None
+    return jobs[:limit], next_cursor
+
+
+def job_history(job: Job, *, session: Session) -> list[dict[str, Any]]:
+    rows = session.scalars(
+        select(JobMetric).where(JobMetric.job_id == job.id).order_by(JobMetric.epoch)
+    )
+    history = []
+    for row in rows:
+        entry: dict[str, Any] = {"epoch": row.epoch, "loss": row.loss}
+        for name in ("accuracy", "val_loss", "val_accuracy"):
+            value = getattr(row, name)
+            if value is not None:
+                entry[name] = value
+        entry["seconds"] = row.seconds
+        history.append(entry)
+    return history
+
+
+def cancel_job(job_id: str, *, session: Session, tenant_id: str) -> Job:
+    """Cancel a queued job at once; ask a running one to stop after its current epoch."""
+    job = get_job(job_id, session=session, tenant_id=tenant_id)
+    if job.status == "queued":
+        done = rowcount(
+            session.execute(
+                update(Job)
+                .where(Job.id == job.id, Job.status == "queued")
+                .values(
+                    status="cancelled",
+                    cancel_requested=True,
+                    finished_at=utcnow(),
+                    error_code="cancelled",
+                    error_message="cancelled on request before it started",
+                )
+            )
+        )
+        session.commit()
+        session.refresh(job)
+        if done:
+            return job
+    if job.status == "running":
+        # The worker sees the flag at its next epoch boundary and ends the job `cancelled`;
+        # if it is finishing right now, it ends `cancelled` too rather than `succeeded`.
+        done = rowcount(
+            session.execute(
+                update(Job)
+                .where(Job.id == job.id, Job.status == "running")
+                .values(cancel_requested=True)
+            )
+        )
+        session.commit()
+        session.refresh(job)
+        if done:
+            return job
+    raise ApiError(409, f"the job has already {job.status}; it cannot be cancelled")

@@ -1,0 +1,201 @@
+"""`make run`: migrate, register API keys, find a broker, then run a worker and the API.
+
+Runs in the foreground; Ctrl-C (or SIGTERM) stops every process it started.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from urllib.parse import urlparse
+
+import redis
+
+from service import migrate
+from service.auth import ensure_api_key, new_key
+from service.config import Settings
+from service.db import Database
+
+log = logging.getLogger("trainsvc.stack")
+
+
+def register_keys(settings: Settings) -> dict[str, str]:
+    """Store API_KEYS (hashed); with none configured, create or reuse a development key."""
+    keys = dict(settings.api_keys)
+    dev_key_file = settings.var_dir / "dev-api-key"
+    if not keys:
+        if dev_key_file.exists():
+            key = dev_key_file.read_text().strip()
+        else:
+            key = new_key()
+            dev_key_file.write_text(key + "\n")
+            dev_key_file.chmod(0o600)
+        keys = {key: "dev"}
+        log.info(
+            "no API_KEYS set: development key for tenant 'dev' is %s (saved in %s)",
+            key,
+            dev_key_file,
+        )
+    database = Database(settings.database_url)
+    with database.begin() as session:
+        for key, tenant in keys.items():
+            ensure_api_key(session, tenant, key)
+    database.dispose()
+    return keys
+
+
+def redis_answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def choose_broker(settings: Settings, procs: list[subprocess.Popen[bytes]]) -> str:
+    """The configured Redis if it answers, else a local redis-server, else the embedded broker."""
+    if settings.broker_url:
+        log.info("broker: %s (BROKER_URL)", settings.broker_url)
+        return settings.broker_url
+    if redis_answers(settings.redis_url):
+        log.info("broker: Redis at %s", settings.redis_url)
+        return settings.redis_url
+    server = shutil.which("redis-server")
+    if server:
+        parsed = urlparse(settings.redis_url)
+        port = parsed.port or 6379
+        if parsed.hostname not in ("localhost", "127.0.0.1", None):
+            port = free_port()
+        procs.append(
+            subprocess.Popen(
+                [
+                    server,
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(settings.var_dir.resolve()),
+                ],
+                stdout=subprocess.DEVNULL,
+            )
+        )
+        url = f"redis://127.0.0.1:{port}/0"
+        for _ in range(50):
+            if redis_answers(url):
+                log.info("broker: started a local redis-server at %s (stops with make run)", url)
+                return url
+            time.sleep(0.1)
+        log.warning("the local redis-server did not answer; using the embedded broker")
+    folder = (settings.var_dir / "broker").resolve()
+    log.info(
+        "broker: embedded filesystem broker in %s (single machine only; no Redis found)", folder
+    )
+    return f"filesystem://{folder}"
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    settings = Settings.from_env()
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    log.info("database: %s", settings.database_url)
+    migrate.upgrade(settings.database_url)
+    register_keys(settings)
+
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def stop(*_args: object) -> None:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + 15
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def interrupt(*_args: object) -> None:
+        raise KeyboardInterrupt
+
+    # Installed explicitly: a shell starting us in the background would have SIGINT ignored.
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        env = dict(
+            os.environ,
+            BROKER_URL=choose_broker(settings, procs),
+            DATABASE_URL=settings.database_url,
+        )
+        python = sys.executable
+        concurrency = os.environ.get("WORKER_CONCURRENCY", "1")
+        procs.append(
+            subprocess.Popen(
+                [
+                    python,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "worker.main",
+                    "worker",
+                    "--loglevel",
+                    "INFO",
+                    "--concurrency",
+                    concurrency,
+                    "--queues",
+                    settings.queue_name,
+                    "--without-gossip",
+                    "--without-mingle",
+                ],
+                env=env,
+            )
+        )
+        host = os.environ.get("HOST", "127.0.0.1")
+        port = os.environ.get("PORT", "8000")
+        procs.append(
+            subprocess.Popen(
+                [
+                    python,
+                    "-m",
+                    "gunicorn",
+                    "--bind",
+                    f"{host}:{port}",
+                    "--workers",
+                    os.environ.get("WEB_CONCURRENCY", "2"),
+                    "--access-logfile",
+                    "-",
+                    "service.app:create_app()",
+                ],
+                env=env,
+            )
+        )
+        log.info("API on http://%s:%s  (Ctrl-C stops everything)", host, port)
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        failed = [p.args for p in procs if p.poll() is not None]
+        log.error("a process exited (%s); stopping the rest", failed)
+        return 1
+    except KeyboardInterrupt:
+        log.info("stopping")
+        return 0
+    finally:
+        stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Datasets: load a spec's data, split it, standardize it and encode its targets for the loss."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from service.dataset_spec import Inline, Shipped, Uploaded, n_fit_rows
+from service.spec import JobSpec
+from worker.engines.base import PreparedData, as_float32
+
+# The generators a spec may name; their parameters are validated in the spec.
+GENERATORS = ("make_classification", "make_regression", "make_moons", "make_circles", "make_blobs")
+
+
+def _generator(name: str) -> Callable[..., tuple[NDArray, NDArray]]:
+    from sklearn import datasets  # imported here: only workers load data
+
+    if name not in GENERATORS:
+        raise ValueError(f"unknown dataset generator {name!r}")
+    generator: Callable[..., tuple[NDArray, NDArray]] = getattr(datasets, name)
+    return generator
+
+
+def _shipped(name: str) -> tuple[NDArray, NDArray]:
+    from sklearn import datasets
+
+    loaded = getattr(datasets, f"load_{name}")(return_X_y=True)
+    return loaded[0], loaded[1]
+
+
+def load_raw(spec: JobSpec) -> tuple[NDArray, NDArray]:
+    """The dataset's features (float64) and raw targets, before any split."""
+    dataset = spec.dataset
+    if isinstance(dataset, Inline):
+        X = np.asarray(dataset.inline.X, dtype=np.float64)
+        y = np.asarray(dataset.inline.y)
+        return X, y
+    if isinstance(dataset, Uploaded):
+        raise ValueError("uploaded datasets are not supported yet")
+    if isinstance(dataset, Shipped):
+        return _shipped(dataset.builtin)
+    params = dataset.params.model_dump()
+    if params.get("random_state") is None:
+        # A spec with a seed means the same data every time: default the generator's seed to it.
+        params["random_state"] = spec.seed
+    X, y = _generator(dataset.builtin)(**params)
+    return np.asarray(X, dtype=np.float64), np.asarray(y)
+
+
+def encode_targets(y: NDArray, classes: NDArray | None, loss: str) -> NDArray:
+    """Targets in the form the loss wants: class indices, one-hot rows, or float columns."""
+    if loss == "mse":
+        y = np.asarray(y, dtype=np.float32)
+        return y.reshape(len(y), -1)
+    assert classes is not None
+    index = np.searchsorted(classes, y)
+    if loss == "sparse_categorical_crossentropy":
+        return index.astype(np.int64)
+    if loss == "binary_crossentropy":
+        return index.astype(np.float32).reshape(-1, 1)
+    return np.eye(len(classes), dtype=np.float32)[index]
+
+
+def _label_values(classes: NDArray) -> list[Any]:
+    return [c.item() if hasattr(c, "item") else c for c in classes]
+
+
+def prepare(spec: JobSpec) -> PreparedData:
+    """Load, split (test, then Keras's trailing validation fraction), scale and encode."""
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_raw(spec)
+    classes: NDArray | None = None
+    if spec.task == "classification":
+        if y.dtype.kind == "f":
+            y = y.astype(np.int64)
+        classes = np.unique(y)
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=spec.split.test_size, random_state=spec.seed
+    )
+    n_fit = n_fit_rows(len(X_train), spec.split.validation_split)
+    X_fit, y_fit = X_train[:n_fit], y_train[:n_fit]
+    X_val, y_val = X_train[n_fit:], y_train[n_fit:]
+    mean = scale = None
+    if spec.preprocessing.standardize:
+        # Fitted on the rows trained on only: validation and test rows never leak into it.
+        mean = X_fit.mean(axis=0)
+        std = X_fit.std(axis=0)
+        scale = np.where(std > 0, std, 1.0)
+
+    def features(part: NDArray) -> NDArray:
+        return as_float32(part if mean is None else (part - mean) / scale)
+
+    has_val = len(X_val) > 0
+    return PreparedData(
+        task=spec.task,
+        n_features=X.shape[1],
+        classes=_label_values(classes) if classes is not None else [],
+        X_fit=features(X_fit),
+        T_fit=encode_targets(y_fit, classes, spec.loss),
+        X_val=features(X_val) if has_val else None,
+        T_val=encode_targets(y_val, classes, spec.loss) if has_val else None,
+        X_test=features(X_test),
+        T_test=encode_targets(y_test, classes, spec.loss),
+        scaler_mean=mean,
+        scaler_scale=scale,
+    )

@@ -1,0 +1,1 @@
+"""Training engines: each turns a validated spec and prepared data into a portable artifact."""

@@ -1,0 +1,132 @@
+"""Layers: each keeps its forward and backward pass side by side, over whole mini-batches."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from worker.engines.numpy_engine.activations import ACTIVATIONS
+from worker.engines.numpy_engine.initializers import INITIALIZERS
+
+Array = NDArray
+
+
+class Layer:
+    """A layer's trainable `params` and their `grads` share keys; `state` is not trained."""
+
+    kind = ""
+
+    def __init__(self) -> None:
+        self.params: dict[str, Array] = {}
+        self.grads: dict[str, Array] = {}
+        self.state: dict[str, Array] = {}
+
+    def forward(self, x: Array, training: bool) -> Array:
+        raise NotImplementedError
+
+    def backward(self, g: Array, need_input_grad: bool = True) -> Array | None:
+        raise NotImplementedError
+
+
+class Dense(Layer):
+    kind = "dense"
+
+    def __init__(
+        self,
+        n_in: int,
+        units: int,
+        activation: str,
+        initializer: str,
+        rng: np.random.Generator,
+        dtype: type = np.float32,
+    ) -> None:
+        super().__init__()
+        self.activation = ACTIVATIONS[activation]
+        self.params["kernel"] = INITIALIZERS[initializer](rng, n_in, units).astype(dtype)
+        self.params["bias"] = np.zeros(units, dtype=dtype)
+        self._x: Array | None = None
+        self.z: Array | None = None
+        self.a: Array | None = None
+
+    def forward(self, x: Array, training: bool) -> Array:
+        self._x = x
+        self.z = x @ self.params["kernel"] + self.params["bias"]
+        self.a = self.activation.forward(self.z)
+        return self.a
+
+    def backward(self, g: Array, need_input_grad: bool = True) -> Array | None:
+        assert self.z is not None and self.a is not None
+        return self.backward_from_z(self.activation.backward(g, self.z, self.a), need_input_grad)
+
+    def backward_from_z(self, gz: Array, need_input_grad: bool = True) -> Array | None:
+        """Backward pass given the gradient with respect to the pre-activation."""
+        assert self._x is not None
+        self.grads["kernel"] = self._x.T @ gz
+        self.grads["bias"] = gz.sum(axis=0)
+        return gz @ self.params["kernel"].T if need_input_grad else None
+
+
+class BatchNorm(Layer):
+    kind = "batch_norm"
+
+    def __init__(self, width: int, momentum: float, epsilon: float, dtype: type = np.float32):
+        super().__init__()
+        self.momentum = momentum
+        self.epsilon = epsilon
+        self.params["gamma"] = np.ones(width, dtype=dtype)
+        self.params["beta"] = np.zeros(width, dtype=dtype)
+        self.state["moving_mean"] = np.zeros(width, dtype=dtype)
+        self.state["moving_variance"] = np.ones(width, dtype=dtype)
+        self._xhat: Array | None = None
+        self._inv_std: Array | None = None
+
+    def forward(self, x: Array, training: bool) -> Array:
+        gamma, beta = self.params["gamma"], self.params["beta"]
+        if not training:
+            inv_std = 1.0 / np.sqrt(self.state["moving_variance"] + self.epsilon)
+            return (x - self.state["moving_mean"]) * (inv_std * gamma) + beta
+        mean = x.mean(axis=0)
+        var = x.var(axis=0)  # biased, as Keras uses for both the step and the moving variance
+        self._inv_std = 1.0 / np.sqrt(var + self.epsilon)
+        self._xhat = (x - mean) * self._inv_std
+        keep = self.momentum
+        self.state["moving_mean"] *= keep
+        self.state["moving_mean"] += (1.0 - keep) * mean
+        self.state["moving_variance"] *= keep
+        self.state["moving_variance"] += (1.0 - keep) * var
+        return self._xhat * gamma + beta
+
+    def backward(self, g: Array, need_input_grad: bool = True) -> Array | None:
+        xhat, inv_std = self._xhat, self._inv_std
+        assert xhat is not None and inv_std is not None
+        self.grads["gamma"] = (g * xhat).sum(axis=0)
+        self.grads["beta"] = g.sum(axis=0)
+        if not need_input_grad:
+            return None
+        n = g.shape[0]
+        gx = g * self.params["gamma"]
+        return (inv_std / n) * (n * gx - gx.sum(axis=0) - xhat * (gx * xhat).sum(axis=0))
+
+
+class Dropout(Layer):
+    kind = "dropout"
+
+    def __init__(self, rate: float, rng: np.random.Generator) -> None:
+        super().__init__()
+        self.rate = rate
+        self.rng = rng
+        self._mask: Array | None = None
+
+    def forward(self, x: Array, training: bool) -> Array:
+        if not training or self.rate == 0.0:
+            self._mask = None
+            return x
+        # Inverted dropout: scale the kept units now so inference needs no rescaling.
+        keep = self.rng.random(x.shape, dtype=np.float32) >= self.rate
+        self._mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.rate))
+        return x * self._mask
+
+    def backward(self, g: Array, need_input_grad: bool = True) -> Array | None:
+        if not need_input_grad:
+            return None
+        return g if self._mask is None else g * self._mask

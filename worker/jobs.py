@@ -1,0 +1,271 @@
+"""A job's life on a worker: claim it, train it, record every epoch, end it with a reason.
+
+Plain functions over the database; the Celery task is a thin wrapper around `run_job`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from sqlalchemy import insert, select, update
+
+from service.db import Database, rowcount
+from service.models import Job, JobMetric, Model, new_id, utcnow
+from service.spec import JobSpec
+from worker.artifact import FORMAT_VERSION, Artifact
+from worker.datasets import prepare
+from worker.engines.base import (
+    Diverged,
+    EngineResult,
+    EpochCallback,
+    EpochRecord,
+    PreparedData,
+    finite_or_none,
+)
+
+log = logging.getLogger(__name__)
+
+Engine = Callable[[JobSpec, PreparedData, EpochCallback], EngineResult]
+
+
+def _numpy_engine(spec: JobSpec, data: PreparedData, cb: EpochCallback) -> EngineResult:
+    from worker.engines.numpy_engine.network import train
+
+    return train(spec, data, cb)
+
+
+ENGINES: dict[str, Engine] = {"numpy": _numpy_engine}
+
+
+class JobCancelled(Exception):
+    """The job's owner asked for it to stop."""
+
+
+def claim(db: Database, job_id: str) -> Job | None:
+    """Move a queued job to running (attempts + 1); None if it is not queued any more."""
+    now = utcnow()
+    with db.begin() as session:
+        claimed = rowcount(
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == "queued")
+                .values(
+                    status="running",
+                    attempts=Job.attempts + 1,
+                    started_at=now,
+                    heartbeat_at=now,
+                )
+            )
+        )
+        if not claimed:
+            return None
+        return session.get(Job, job_id)
+
+
+class EpochRecorder:
+    """Writes epoch rows as training goes, batched so writes never dominate short epochs.
+
+    Rows are flushed at the first epoch, then at most every `flush_seconds`, and at the last
+    epoch; each flush also refreshes the heartbeat and checks for a cancellation request.
+    """
+
+    def __init__(self, db: Database, job_id: str, epochs: int, flush_seconds: float) -> None:
+        self.db = db
+        self.job_id = job_id
+        self.epochs = epochs
+        self.flush_seconds = flush_seconds
+        self.pending: list[EpochRecord] = []
+        self.latest: EpochRecord | None = None
+        self._last_flush = -math.inf
+
+    def __call__(self, record: EpochRecord) -> None:
+        self.pending.append(record)
+        self.latest = record
+        now = time.monotonic()
+        if record.epoch == self.epochs or now - self._last_flush >= self.flush_seconds:
+            self.flush()
+
+    def flush(self, check_cancel: bool = True) -> None:
+        rows = [
+            {
+                "job_id": self.job_id,
+                "epoch": r.epoch,
+                "loss": finite_or_none(r.loss),
+                "accuracy": finite_or_none(r.accuracy),
+                "val_loss": finite_or_none(r.val_loss),
+                "val_accuracy": finite_or_none(r.val_accuracy),
+                "seconds": r.seconds,
+            }
+            for r in self.pending
+        ]
+        with self.db.begin() as session:
+            if rows:
+                session.execute(insert(JobMetric), rows)
+            values: dict[str, Any] = {"heartbeat_at": utcnow()}
+            if self.latest is not None:
+                values["progress_epoch"] = self.latest.epoch
+                values["metrics"] = epoch_metrics(self.latest)
+            session.execute(update(Job).where(Job.id == self.job_id).values(**values))
+            cancel = session.scalar(select(Job.cancel_requested).where(Job.id == self.job_id))
+        self.pending.clear()
+        self._last_flush = time.monotonic()
+        if check_cancel and cancel:
+            epoch = self.latest.epoch if self.latest else 0
+            raise JobCancelled(f"cancelled on request after epoch {epoch}")
+
+
+def epoch_metrics(record: EpochRecord) -> dict[str, float]:
+    values = {
+        "loss": record.loss,
+        "accuracy": record.accuracy,
+        "val_loss": record.val_loss,
+        "val_accuracy": record.val_accuracy,
+    }
+    return {k: v for k, raw in values.items() if (v := finite_or_none(raw)) is not None}
+
+
+def build_artifact(spec: JobSpec, data: PreparedData, result: EngineResult) -> Artifact:
+    arrays = {name: np.asarray(a, dtype=np.float32) for name, a in result.arrays.items()}
+    if data.scaler_mean is not None and data.scaler_scale is not None:
+        arrays["scaler.mean"] = data.scaler_mean.astype(np.float64)
+        arrays["scaler.scale"] = data.scaler_scale.astype(np.float64)
+    meta = {
+        "format": FORMAT_VERSION,
+        "engine": spec.engine,
+        "task": spec.task,
+        "loss": spec.loss,
+        "n_features": data.n_features,
+        "classes": data.classes,
+        "n_targets": int(data.T_fit.shape[1]) if spec.task == "regression" else 1,
+        "layers": result.layers,
+        "scaler": data.scaler_mean is not None,
+    }
+    artifact = Artifact(meta, arrays)
+    artifact.check()
+    return artifact
+
+
+def model_metadata(spec: JobSpec, artifact: Artifact, metrics: dict[str, float]) -> dict[str, Any]:
+    summary = spec.summary()
+    total = sum(s.params for s in summary)
+    trainable = sum(s.trainable_params for s in summary)
+    return {
+        "n_features": artifact.meta["n_features"],
+        "classes": artifact.meta["classes"],
+        "n_targets": artifact.meta["n_targets"],
+        "loss": spec.loss,
+        "layers": [s.as_dict() for s in summary],
+        "params": {"total": total, "trainable": trainable, "non_trainable": total - trainable},
+        "metrics": metrics,
+    }
+
+
+def finish(db: Database, job_id: str, status: str, code: str, message: str) -> None:
+    """End a running job as failed or cancelled, with its reason."""
+    with db.begin() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "running")
+            .values(status=status, error_code=code, error_message=message, finished_at=utcnow())
+        )
+    log.info("job %s %s: %s (%s)", job_id, status, code, message)
+
+
+def finish_succeeded(
+    db: Database, job: Job, spec: JobSpec, data: PreparedData, result: EngineResult
+) -> str:
+    """Store the model and mark the job succeeded in one transaction."""
+    artifact = build_artifact(spec, data, result)
+    final = result.history[-1]
+    metrics = epoch_metrics(final)
+    for name, value in (("test_loss", result.test_loss), ("test_accuracy", result.test_accuracy)):
+        if (v := finite_or_none(value)) is not None:
+            metrics[name] = v
+    model_id = new_id()
+    with db.begin() as session:
+        done = rowcount(
+            session.execute(
+                update(Job)
+                .where(Job.id == job.id, Job.status == "running", Job.cancel_requested.is_(False))
+                .values(
+                    status="succeeded",
+                    finished_at=utcnow(),
+                    model_id=model_id,
+                    metrics=metrics,
+                    progress_epoch=final.epoch,
+                    info=result.info or None,
+                )
+            )
+        )
+        if done:
+            session.add(
+                Model(
+                    id=model_id,
+                    tenant_id=job.tenant_id,
+                    job_id=job.id,
+                    engine=spec.engine,
+                    task=spec.task,
+                    meta=model_metadata(spec, artifact, metrics),
+                    weights=artifact.to_bytes(),
+                )
+            )
+    if not done:
+        # The owner asked to cancel while the last epoch ran: the cancel they were promised wins.
+        finish(db, job.id, "cancelled", "cancelled", "cancelled on request at the end of training")
+        return "cancelled"
+    log.info("job %s succeeded: model %s, metrics %s", job.id, model_id, metrics)
+    return "succeeded"
+
+
+def run_job(
+    db: Database,
+    job_id: str,
+    *,
+    flush_seconds: float = 0.5,
+    timeout_errors: tuple[type[BaseException], ...] = (),
+) -> str | None:
+    """Train one job to a terminal state; None if it was not ours to run (not queued)."""
+    job = claim(db, job_id)
+    if job is None:
+        log.info("job %s is not queued any more; nothing to do", job_id)
+        return None
+    log.info("job %s claimed (attempt %d)", job_id, job.attempts)
+    recorder: EpochRecorder | None = None
+    try:
+        spec = JobSpec.model_validate(job.spec)
+        recorder = EpochRecorder(db, job_id, spec.epochs, flush_seconds)
+        data = prepare(spec)
+        result = ENGINES[spec.engine](spec, data, recorder)
+        if recorder.pending:
+            recorder.flush()
+        return finish_succeeded(db, job, spec, data, result)
+    except JobCancelled as exc:
+        finish(db, job_id, "cancelled", "cancelled", str(exc))
+        return "cancelled"
+    except Diverged as exc:
+        _save_pending(recorder)
+        finish(db, job_id, "failed", "diverged", str(exc))
+        return "failed"
+    except timeout_errors:
+        _save_pending(recorder)
+        finish(db, job_id, "failed", "timeout", "the job ran past its time limit")
+        return "failed"
+    except Exception as exc:
+        log.exception("job %s failed", job_id)
+        finish(db, job_id, "failed", "internal_error", f"{type(exc).__name__}: {exc}")
+        return "failed"
+
+
+def _save_pending(recorder: EpochRecorder | None) -> None:
+    """Keep the epochs a failing job did finish; a failure here must not hide the real one."""
+    if recorder is None or not recorder.pending:
+        return
+    try:
+        recorder.flush(check_cancel=False)
+    except Exception:
+        log.exception("job %s: could not save its last epochs", recorder.job_id)

@@ -1,0 +1,21 @@
+"""Celery tasks: thin wrappers that take a job id and hand it to the domain."""
+
+from __future__ import annotations
+
+from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from worker.celery_app import TRAIN_TASK, TrainingCelery
+from worker.jobs import run_job
+
+
+@shared_task(name=TRAIN_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+def train_job(self: Task, job_id: str) -> str | None:
+    """Train the job with this id; a duplicate or late message finds it claimed and does nothing."""
+    app: TrainingCelery = self.app
+    return run_job(
+        app.db,
+        job_id,
+        flush_seconds=app.settings.metrics_flush_seconds,
+        timeout_errors=(SoftTimeLimitExceeded,),
+    )
