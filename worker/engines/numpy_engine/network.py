@@ -119,6 +119,21 @@ class Network:
                     store[name][...] = arrays[f"layers.{i}.{name}"]
 
 
+def _epoch(
+    net: Network, optimizer: Optimizer, x: NDArray, t: NDArray, order: NDArray, batch_size: int
+) -> tuple[float, float]:
+    """One pass over the data in `order`; returns the summed batch losses and accuracies."""
+    loss_sum, acc_sum = 0.0, 0.0
+    params = net.param_pairs
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        loss, acc = net.train_step(x[idx], t[idx])
+        optimizer.apply(params())
+        loss_sum += loss * len(idx)
+        acc_sum += (acc or 0.0) * len(idx)
+    return loss_sum, acc_sum
+
+
 def fit(
     net: Network,
     optimizer: Optimizer,
@@ -133,17 +148,10 @@ def fit(
     x, t = data.X_fit, data.T_fit
     n = len(x)
     history = []
-    params = net.param_pairs
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
-        order = rng.permutation(n)
-        loss_sum, acc_sum = 0.0, 0.0
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
-            loss, acc = net.train_step(x[idx], t[idx])
-            optimizer.apply(params())
-            loss_sum += loss * len(idx)
-            acc_sum += (acc or 0.0) * len(idx)
+        with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked below
+            loss_sum, acc_sum = _epoch(net, optimizer, x, t, rng.permutation(n), batch_size)
         record = EpochRecord(
             epoch=epoch,
             loss=loss_sum / n,

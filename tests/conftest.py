@@ -1,0 +1,72 @@
+"""Fixtures: an app on a scratch SQLite database with a recording queue, and API keys."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from service import migrate
+from service.app import create_app
+from service.auth import ensure_api_key
+from service.config import Settings
+from service.db import Database
+
+KEYS = {"alice": "key-alice-0123456789", "bob": "key-bob-0123456789"}
+
+
+class RecordingQueue:
+    """Stands in for the broker in API-only tests: records what would have been sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def enqueue(self, job_id: str) -> None:
+        self.sent.append(job_id)
+
+    def ready(self) -> bool:
+        return True
+
+
+def auth(tenant: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {KEYS[tenant]}"}
+
+
+def add_keys(database: Database) -> None:
+    with database.begin() as session:
+        for tenant, key in KEYS.items():
+            ensure_api_key(session, tenant, key)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    url = f"sqlite:///{tmp_path / 'api.db'}"
+    migrate.upgrade(url)
+    add_keys(Database(url))
+    return Settings(database_url=url, var_dir=tmp_path, max_content_length=1024 * 1024)
+
+
+@pytest.fixture
+def queue() -> RecordingQueue:
+    return RecordingQueue()
+
+
+@pytest.fixture
+def app(settings: Settings, queue: RecordingQueue) -> Iterator[Flask]:
+    app = create_app(settings, queue=queue)
+    yield app
+    app.extensions["trainsvc.db"].dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def database(app: Flask) -> Database:
+    db: Database = app.extensions["trainsvc.db"]
+    return db

@@ -1,0 +1,140 @@
+"""Helpers shared by the test modules: real services when they answer, and a worker process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import redis
+import sqlalchemy as sa
+from flask.testing import FlaskClient
+
+from service.db import normalize_url
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED_SPEC: dict[str, Any] = json.loads((ROOT / "examples" / "seed_job.json").read_text())
+
+
+def redis_url() -> str | None:
+    """REDIS_URL if set, else the local Redis, if it answers."""
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+        return url
+    except redis.RedisError:
+        if os.environ.get("REDIS_URL") or os.environ.get("CI"):
+            raise RuntimeError(f"Redis at {url} does not answer") from None
+        return None
+
+
+def postgres_admin_url() -> str | None:
+    """TEST_DATABASE_URL if set, else the local PostgreSQL, if it answers."""
+    url = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    engine = sa.create_engine(normalize_url(url))
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        return url
+    except sa.exc.OperationalError:
+        if os.environ.get("TEST_DATABASE_URL"):
+            raise
+        return None
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def scratch_postgres(admin_url: str) -> Iterator[str]:
+    """A fresh database on the server behind `admin_url`, dropped afterwards."""
+    name = f"trainsvc_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(normalize_url(admin_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.make_url(normalize_url(admin_url)).set(database=name)
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+class WorkerProcess:
+    """A real Celery worker in its own process, consuming one private queue."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, concurrency: int = 1) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.main",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                str(concurrency),
+                "--queues",
+                env["QUEUE_NAME"],
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            env={**os.environ, **env},
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{self.log()}")
+            if b" ready." in self.log_path.read_bytes():
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"worker not ready after {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def wait_for_job(
+    client: FlaskClient,
+    job_id: str,
+    headers: dict[str, str],
+    statuses: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"}),
+    timeout: float = 120,
+    until: Any = None,
+) -> dict[str, Any]:
+    """Poll the job over HTTP until its status is in `statuses` (or `until(job)` holds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}", headers=headers).get_json()
+        if job["status"] in statuses or (until is not None and until(job)):
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s: {job}")
+        time.sleep(0.1)
