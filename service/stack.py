@@ -17,37 +17,10 @@ from urllib.parse import urlparse
 
 import redis
 
-from service import migrate
-from service.auth import ensure_api_key, new_key
+from service import manage
 from service.config import Settings
-from service.db import Database
 
 log = logging.getLogger("trainsvc.stack")
-
-
-def register_keys(settings: Settings) -> dict[str, str]:
-    """Store API_KEYS (hashed); with none configured, create or reuse a development key."""
-    keys = dict(settings.api_keys)
-    dev_key_file = settings.var_dir / "dev-api-key"
-    if not keys:
-        if dev_key_file.exists():
-            key = dev_key_file.read_text().strip()
-        else:
-            key = new_key()
-            dev_key_file.write_text(key + "\n")
-            dev_key_file.chmod(0o600)
-        keys = {key: "dev"}
-        log.info(
-            "no API_KEYS set: development key for tenant 'dev' is %s (saved in %s)",
-            key,
-            dev_key_file,
-        )
-    database = Database(settings.database_url)
-    with database.begin() as session:
-        for key, tenant in keys.items():
-            ensure_api_key(session, tenant, key)
-    database.dispose()
-    return keys
 
 
 def redis_answers(url: str) -> bool:
@@ -112,10 +85,8 @@ def choose_broker(settings: Settings, procs: list[subprocess.Popen[bytes]]) -> s
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     settings = Settings.from_env()
-    settings.var_dir.mkdir(parents=True, exist_ok=True)
     log.info("database: %s", settings.database_url)
-    migrate.upgrade(settings.database_url)
-    register_keys(settings)
+    manage.init(settings, dev_key=True)
 
     procs: list[subprocess.Popen[bytes]] = []
 

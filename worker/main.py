@@ -14,4 +14,8 @@ logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name
 
 celery = make_celery(Settings.from_env())
 
+# Loaded once in the parent so that every forked pool process starts with them warm.
+import sklearn.datasets  # noqa: E402
+import sklearn.model_selection  # noqa: E402,F401
+
 import worker.tasks  # noqa: E402,F401 - registers the tasks on the app above
