@@ -47,6 +47,10 @@ class Settings:
     # hard time limit or a long job would be handed to a second worker while the first still runs.
     visibility_timeout: int = 3960
     metrics_flush_seconds: float = 0.5
+    # Pool processes are replaced after this many jobs, or once they hold this much memory
+    # (KiB), so TensorFlow's caches cannot make a worker grow without bound.
+    worker_max_tasks_per_child: int = 20
+    worker_max_memory_per_child: int = 2_000_000
     model_cache_size: int = 64
     max_predict_rows: int = 10_000
 
@@ -70,6 +74,8 @@ class Settings:
             "VISIBILITY_TIMEOUT": "visibility_timeout",
             "MODEL_CACHE_SIZE": "model_cache_size",
             "MAX_PREDICT_ROWS": "max_predict_rows",
+            "WORKER_MAX_TASKS_PER_CHILD": "worker_max_tasks_per_child",
+            "WORKER_MAX_MEMORY_PER_CHILD": "worker_max_memory_per_child",
         }
         changes: dict[str, Any] = {}
         for name, attr in ints.items():

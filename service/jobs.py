@@ -40,6 +40,7 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "model_id": job.model_id,
         "attempts": job.attempts,
         "cancel_requested": job.cancel_requested,
+        "training": job.info,
         "spec": job.spec,
     }
 

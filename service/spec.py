@@ -109,6 +109,19 @@ class Preprocessing(Strict):
     standardize: bool = False
 
 
+class EarlyStopping(Strict):
+    """Keras's EarlyStopping; `restore_best_weights` also applies when no early stop happens."""
+
+    monitor: Literal["loss", "accuracy", "val_loss", "val_accuracy"] = "val_loss"
+    patience: int = Field(0, ge=0, le=MAX_EPOCHS)
+    min_delta: float = Field(0.0, ge=0, le=1e6)
+    restore_best_weights: bool = False
+
+    @property
+    def mode(self) -> Literal["min", "max"]:
+        return "max" if self.monitor.endswith("accuracy") else "min"
+
+
 @dataclass(frozen=True)
 class LayerSummary:
     name: str
@@ -166,6 +179,8 @@ class JobSpec(Strict):
     epochs: int = Field(1, ge=1, le=MAX_EPOCHS)
     batch_size: int = Field(32, ge=1, le=MAX_SAMPLES)
     seed: int = Field(0, ge=0, le=2**32 - 1)
+    early_stopping: EarlyStopping | None = None
+    max_seconds: float | None = Field(None, gt=0, le=7 * 24 * 3600)
 
     @property
     def task(self) -> Literal["classification", "regression"]:
@@ -234,6 +249,15 @@ def _cross_field_problems(spec: JobSpec) -> Any:
             f"the dataset has {shape.n_targets} target(s), so the output needs {shape.n_targets}"
             f" unit(s), not {out.units}",
         )
+    stopping = spec.early_stopping
+    if stopping is not None:
+        if stopping.monitor.startswith("val_") and spec.split.validation_split == 0:
+            yield (
+                "early_stopping.monitor",
+                f"{stopping.monitor} needs a validation set: set split.validation_split",
+            )
+        if stopping.monitor.endswith("accuracy") and spec.task == "regression":
+            yield ("early_stopping.monitor", "regression jobs report no accuracy")
     for i, layer in enumerate(spec.layers[:-1]):
         if isinstance(layer, Dense) and layer.activation == "softmax":
             yield (f"layers[{i}].activation", "softmax is only allowed on the output layer")

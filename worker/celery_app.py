@@ -50,6 +50,8 @@ def make_celery(settings: Settings) -> TrainingCelery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        worker_max_tasks_per_child=settings.worker_max_tasks_per_child,
+        worker_max_memory_per_child=settings.worker_max_memory_per_child,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         task_soft_time_limit=settings.job_soft_time_limit,
         task_time_limit=settings.job_time_limit,

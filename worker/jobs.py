@@ -39,7 +39,13 @@ def _numpy_engine(spec: JobSpec, data: PreparedData, cb: EpochCallback) -> Engin
     return train(spec, data, cb)
 
 
-ENGINES: dict[str, Engine] = {"numpy": _numpy_engine}
+def _keras_engine(spec: JobSpec, data: PreparedData, cb: EpochCallback) -> EngineResult:
+    from worker.engines.keras_engine import train  # imports TensorFlow: only inside the task
+
+    return train(spec, data, cb)
+
+
+ENGINES: dict[str, Engine] = {"numpy": _numpy_engine, "keras": _keras_engine}
 
 
 class JobCancelled(Exception):
@@ -71,7 +77,8 @@ class EpochRecorder:
     """Writes epoch rows as training goes, batched so writes never dominate short epochs.
 
     Rows are flushed at the first epoch, then at most every `flush_seconds`, and at the last
-    epoch; each flush also refreshes the heartbeat and checks for a cancellation request.
+    epoch; each flush also refreshes the heartbeat. Every epoch checks for a cancellation
+    request (one indexed read), so a cancelled job stops at the next epoch boundary.
     """
 
     def __init__(self, db: Database, job_id: str, epochs: int, flush_seconds: float) -> None:
@@ -89,6 +96,11 @@ class EpochRecorder:
         now = time.monotonic()
         if record.epoch == self.epochs or now - self._last_flush >= self.flush_seconds:
             self.flush()
+        else:
+            with self.db.begin() as session:
+                cancel = session.scalar(select(Job.cancel_requested).where(Job.id == self.job_id))
+            if cancel:
+                self.flush(check_cancel=True)
 
     def flush(self, check_cancel: bool = True) -> None:
         rows = [
@@ -182,6 +194,8 @@ def finish_succeeded(
     """Store the model and mark the job succeeded in one transaction."""
     artifact = build_artifact(spec, data, result)
     final = result.history[-1]
+    if result.info.get("restored_best_weights") and result.info.get("best_epoch"):
+        final = result.history[result.info["best_epoch"] - 1]  # the stored model is this one
     metrics = epoch_metrics(final)
     for name, value in (("test_loss", result.test_loss), ("test_accuracy", result.test_accuracy)):
         if (v := finite_or_none(value)) is not None:
@@ -197,7 +211,7 @@ def finish_succeeded(
                     finished_at=utcnow(),
                     model_id=model_id,
                     metrics=metrics,
-                    progress_epoch=final.epoch,
+                    progress_epoch=result.history[-1].epoch,
                     info=result.info or None,
                 )
             )

@@ -22,6 +22,7 @@ from worker.engines.base import (
 from worker.engines.numpy_engine.layers import BatchNorm, Dense, Dropout, Layer
 from worker.engines.numpy_engine.losses import LOSSES, Loss
 from worker.engines.numpy_engine.optimizers import Optimizer, make_optimizer
+from worker.engines.stopping import StopPolicy
 
 EVAL_CHUNK = 8192
 
@@ -143,11 +144,17 @@ def fit(
     batch_size: int,
     rng: np.random.Generator,
     on_epoch_end: EpochCallback,
+    policy: StopPolicy | None = None,
 ) -> list[EpochRecord]:
-    """Mini-batch training with Keras's reporting: the epoch loss is the mean over its batches."""
+    """Mini-batch training with Keras's reporting: the epoch loss is the mean over its batches.
+
+    With a stop policy, training may end early, and the best epoch's weights are put back at
+    the end when the policy says to restore them.
+    """
     x, t = data.X_fit, data.T_fit
     n = len(x)
     history = []
+    best: dict[str, NDArray] | None = None
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked below
@@ -165,7 +172,13 @@ def fit(
             record.val_loss, record.val_accuracy = net.evaluate(data.X_val, data.T_val)
         record.seconds = time.perf_counter() - started
         history.append(record)
+        if policy is not None and policy.improved(record) and policy.restore_best:
+            best = net.arrays()
         on_epoch_end(record)
+        if policy is not None and policy.should_stop(record):
+            break
+    if best is not None:
+        net.load_arrays(best)
     return history
 
 
@@ -174,6 +187,7 @@ def train(spec: JobSpec, data: PreparedData, on_epoch_end: EpochCallback) -> Eng
     rng = np.random.default_rng(spec.seed)
     net = Network.from_spec(list(spec.layers), data.n_features, spec.loss, rng)
     optimizer = make_optimizer(spec.optimizer)
+    policy = StopPolicy(spec.early_stopping, spec.max_seconds, spec.epochs)
     history = fit(
         net,
         optimizer,
@@ -182,6 +196,7 @@ def train(spec: JobSpec, data: PreparedData, on_epoch_end: EpochCallback) -> Eng
         batch_size=spec.batch_size,
         rng=rng,
         on_epoch_end=on_epoch_end,
+        policy=policy,
     )
     test_loss, test_accuracy = net.evaluate(data.X_test, data.T_test)
     return EngineResult(
@@ -190,4 +205,5 @@ def train(spec: JobSpec, data: PreparedData, on_epoch_end: EpochCallback) -> Eng
         history=history,
         test_loss=test_loss,
         test_accuracy=test_accuracy,
+        info=policy.info(),
     )
