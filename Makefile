@@ -31,5 +31,9 @@ format: $(STAMP)
 test: lint
 	$(PY) -m pytest
 
+# Speed and accuracy figures (not tests): prints each benchmark's table with its targets.
+bench: $(STAMP)
+	$(PY) -m benchmarks.seed_job
+
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

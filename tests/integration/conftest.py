@@ -38,7 +38,7 @@ def broker_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return redis_url() or f"filesystem://{tmp_path_factory.mktemp('broker')}"
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, broker_url: str
 ) -> Iterator[Stack]:

@@ -1,0 +1,109 @@
+"""The Keras engine through a real worker: same spec, same contract, same runtime."""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import pytest
+
+from tests.conftest import auth
+from tests.integration.conftest import Stack
+from tests.support import SEED_SPEC, wait_for_job
+
+pytestmark = pytest.mark.integration
+ALICE = auth("alice")
+
+
+def submit(stack: Stack, spec: dict[str, Any]) -> dict[str, Any]:
+    response = stack.client.post("/v1/jobs", json=spec, headers=ALICE)
+    assert response.status_code == 202, response.get_json()
+    job: dict[str, Any] = response.get_json()
+    return job
+
+
+def test_seed_job_on_keras_succeeds_and_serves_predictions(stack: Stack) -> None:
+    spec = copy.deepcopy(SEED_SPEC)
+    spec["engine"] = "keras"
+    started = time.monotonic()
+    job = submit(stack, spec)
+    done = wait_for_job(stack.client, job["id"], ALICE, timeout=300)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["metrics"]["test_accuracy"] >= 0.65
+    print(f"keras seed job: POST -> succeeded in {time.monotonic() - started:.1f}s, "
+          f"test accuracy {done['metrics']['test_accuracy']:.3f}")
+    history = stack.client.get(f"/v1/jobs/{job['id']}/metrics", headers=ALICE).get_json()
+    assert [r["epoch"] for r in history["history"]] == list(range(1, 51))
+    model = stack.client.get(f"/v1/models/{done['model_id']}", headers=ALICE).get_json()
+    assert model["engine"] == "keras" and model["params"]["total"] == 4451
+    answer = stack.client.post(f"/v1/models/{done['model_id']}/predict",
+                               json={"instances": [[0.0] * 20]}, headers=ALICE)
+    assert answer.status_code == 200 and answer.get_json()["predictions"][0] in (0, 1, 2)
+
+
+def test_cancelling_a_running_keras_job_stops_it_within_an_epoch(stack: Stack) -> None:
+    spec = copy.deepcopy(SEED_SPEC)
+    spec.update(engine="keras", name="long keras", epochs=2000)
+    spec["dataset"]["params"]["n_samples"] = 20_000
+    job = submit(stack, spec)
+    wait_for_job(stack.client, job["id"], ALICE, timeout=120,
+                 until=lambda j: j["progress"]["epoch"] >= 1)
+    epochs = stack.client.get(f"/v1/jobs/{job['id']}/metrics", headers=ALICE).get_json()
+    epoch_seconds = max(r["seconds"] for r in epochs["history"])
+    asked = time.monotonic()
+    assert stack.client.post(f"/v1/jobs/{job['id']}/cancel", headers=ALICE).status_code == 202
+    done = wait_for_job(stack.client, job["id"], ALICE, timeout=60)
+    took = time.monotonic() - asked
+    assert done["status"] == "cancelled" and done["error"]["code"] == "cancelled"
+    assert took < 2 * epoch_seconds + 3, (took, epoch_seconds)
+
+
+def test_a_diverging_keras_job_fails_with_code_diverged(stack: Stack) -> None:
+    job = submit(
+        stack,
+        {
+            "engine": "keras",
+            "dataset": {"builtin": "make_regression",
+                        "params": {"n_samples": 300, "n_features": 5, "noise": 5}},
+            "layers": [{"type": "dense", "units": 32, "activation": "relu"},
+                       {"type": "dense", "units": 1}],
+            "loss": "mse",
+            "optimizer": {"type": "sgd", "learning_rate": 10, "momentum": 0.9},
+            "epochs": 100,
+        },
+    )
+    done = wait_for_job(stack.client, job["id"], ALICE, timeout=120)
+    assert done["status"] == "failed" and done["error"]["code"] == "diverged"
+
+
+@pytest.mark.parametrize("engine", ["numpy", "keras"])
+def test_an_early_stopped_job_reports_its_stop_and_best_epoch(stack: Stack, engine: str) -> None:
+    job = submit(
+        stack,
+        {
+            "engine": engine,
+            "dataset": {"builtin": "make_classification",
+                        "params": {"n_samples": 300, "n_features": 20, "n_informative": 3,
+                                   "flip_y": 0.3, "random_state": 1}},
+            "split": {"validation_split": 0.3},
+            "preprocessing": {"standardize": True},
+            "layers": [{"type": "dense", "units": 128, "activation": "relu"},
+                       {"type": "dense", "units": 2, "activation": "softmax"}],
+            "loss": "sparse_categorical_crossentropy",
+            "optimizer": {"type": "adam", "learning_rate": 0.01},
+            "epochs": 200,
+            "batch_size": 16,
+            "early_stopping": {"patience": 3, "restore_best_weights": True},
+        },
+    )
+    done = wait_for_job(stack.client, job["id"], ALICE, timeout=180)
+    assert done["status"] == "succeeded", done["error"]
+    training = done["training"]
+    assert training["stop_reason"] == "early_stopping"
+    assert training["stopped_epoch"] == training["best_epoch"] + 3
+    assert done["progress"]["epoch"] == training["stopped_epoch"]
+    history = stack.client.get(f"/v1/jobs/{job['id']}/metrics", headers=ALICE).get_json()
+    best = history["history"][training["best_epoch"] - 1]
+    assert done["metrics"]["val_loss"] == pytest.approx(best["val_loss"])
+    assert best["val_loss"] == min(r["val_loss"] for r in history["history"])
