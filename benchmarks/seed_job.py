@@ -49,20 +49,27 @@ def run_plain_keras(seed: int) -> tuple[float, float]:
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
 
-    X, y = make_classification(n_samples=1000, n_features=20, n_informative=15, n_classes=3,
-                               random_state=42)
+    X, y = make_classification(
+        n_samples=1000, n_features=20, n_informative=15, n_classes=3, random_state=42
+    )
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.2, random_state=seed)
     scaler = StandardScaler().fit(X_train)
     X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
     keras.utils.set_random_seed(seed)
     layers: list[Any] = [keras.Input(shape=(20,))]
     for units, rate in ((64, 0.3), (32, 0.3), (16, 0.2)):
-        layers += [keras.layers.Dense(units, activation="relu"),
-                   keras.layers.BatchNormalization(), keras.layers.Dropout(rate)]
+        layers += [
+            keras.layers.Dense(units, activation="relu"),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dropout(rate),
+        ]
     layers.append(keras.layers.Dense(3, activation="softmax"))
     model = keras.Sequential(layers)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=0.001),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=0.001),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     started = time.perf_counter()
     model.fit(X_train, y_train, validation_split=0.2, epochs=50, batch_size=32, verbose=0)
     elapsed = time.perf_counter() - started
@@ -105,15 +112,23 @@ def main() -> None:
         means[name] = (statistics.mean(r[0] for r in runs), statistics.mean(r[1] for r in runs))
         print(f"{name:<18}{'':>5}{means[name][0]:>10.2f}{means[name][1]:>10.3f}")
     plain, numpy_engine, keras_engine = (
-        means["plain keras fit"], means["numpy engine"], means["keras engine"]
+        means["plain keras fit"],
+        means["numpy engine"],
+        means["keras engine"],
     )
     print()
-    print(f"numpy engine speed-up over plain keras fit: {plain[0] / numpy_engine[0]:.1f}x "
-          "(target >= 12x)")
-    print(f"keras engine time / plain keras fit time:   {keras_engine[0] / plain[0]:.2f} "
-          "(target <= 1.15)")
-    print(f"test accuracy, numpy engine - plain keras:  {numpy_engine[1] - plain[1]:+.3f} "
-          "(target within 0.03)")
+    print(
+        f"numpy engine speed-up over plain keras fit: {plain[0] / numpy_engine[0]:.1f}x "
+        "(target >= 12x)"
+    )
+    print(
+        f"keras engine time / plain keras fit time:   {keras_engine[0] / plain[0]:.2f} "
+        "(target <= 1.15)"
+    )
+    print(
+        f"test accuracy, numpy engine - plain keras:  {numpy_engine[1] - plain[1]:+.3f} "
+        "(target within 0.03)"
+    )
 
 
 if __name__ == "__main__":

@@ -31,14 +31,17 @@ def test_seed_job_on_keras_succeeds_and_serves_predictions(stack: Stack) -> None
     done = wait_for_job(stack.client, job["id"], ALICE, timeout=300)
     assert done["status"] == "succeeded", done["error"]
     assert done["metrics"]["test_accuracy"] >= 0.65
-    print(f"keras seed job: POST -> succeeded in {time.monotonic() - started:.1f}s, "
-          f"test accuracy {done['metrics']['test_accuracy']:.3f}")
+    print(
+        f"keras seed job: POST -> succeeded in {time.monotonic() - started:.1f}s, "
+        f"test accuracy {done['metrics']['test_accuracy']:.3f}"
+    )
     history = stack.client.get(f"/v1/jobs/{job['id']}/metrics", headers=ALICE).get_json()
     assert [r["epoch"] for r in history["history"]] == list(range(1, 51))
     model = stack.client.get(f"/v1/models/{done['model_id']}", headers=ALICE).get_json()
     assert model["engine"] == "keras" and model["params"]["total"] == 4451
-    answer = stack.client.post(f"/v1/models/{done['model_id']}/predict",
-                               json={"instances": [[0.0] * 20]}, headers=ALICE)
+    answer = stack.client.post(
+        f"/v1/models/{done['model_id']}/predict", json={"instances": [[0.0] * 20]}, headers=ALICE
+    )
     assert answer.status_code == 200 and answer.get_json()["predictions"][0] in (0, 1, 2)
 
 
@@ -47,8 +50,9 @@ def test_cancelling_a_running_keras_job_stops_it_within_an_epoch(stack: Stack) -
     spec.update(engine="keras", name="long keras", epochs=2000)
     spec["dataset"]["params"]["n_samples"] = 20_000
     job = submit(stack, spec)
-    wait_for_job(stack.client, job["id"], ALICE, timeout=120,
-                 until=lambda j: j["progress"]["epoch"] >= 1)
+    wait_for_job(
+        stack.client, job["id"], ALICE, timeout=120, until=lambda j: j["progress"]["epoch"] >= 1
+    )
     epochs = stack.client.get(f"/v1/jobs/{job['id']}/metrics", headers=ALICE).get_json()
     epoch_seconds = max(r["seconds"] for r in epochs["history"])
     asked = time.monotonic()
@@ -64,10 +68,14 @@ def test_a_diverging_keras_job_fails_with_code_diverged(stack: Stack) -> None:
         stack,
         {
             "engine": "keras",
-            "dataset": {"builtin": "make_regression",
-                        "params": {"n_samples": 300, "n_features": 5, "noise": 5}},
-            "layers": [{"type": "dense", "units": 32, "activation": "relu"},
-                       {"type": "dense", "units": 1}],
+            "dataset": {
+                "builtin": "make_regression",
+                "params": {"n_samples": 300, "n_features": 5, "noise": 5},
+            },
+            "layers": [
+                {"type": "dense", "units": 32, "activation": "relu"},
+                {"type": "dense", "units": 1},
+            ],
             "loss": "mse",
             "optimizer": {"type": "sgd", "learning_rate": 10, "momentum": 0.9},
             "epochs": 100,
@@ -83,13 +91,22 @@ def test_an_early_stopped_job_reports_its_stop_and_best_epoch(stack: Stack, engi
         stack,
         {
             "engine": engine,
-            "dataset": {"builtin": "make_classification",
-                        "params": {"n_samples": 300, "n_features": 20, "n_informative": 3,
-                                   "flip_y": 0.3, "random_state": 1}},
+            "dataset": {
+                "builtin": "make_classification",
+                "params": {
+                    "n_samples": 300,
+                    "n_features": 20,
+                    "n_informative": 3,
+                    "flip_y": 0.3,
+                    "random_state": 1,
+                },
+            },
             "split": {"validation_split": 0.3},
             "preprocessing": {"standardize": True},
-            "layers": [{"type": "dense", "units": 128, "activation": "relu"},
-                       {"type": "dense", "units": 2, "activation": "softmax"}],
+            "layers": [
+                {"type": "dense", "units": 128, "activation": "relu"},
+                {"type": "dense", "units": 2, "activation": "softmax"},
+            ],
             "loss": "sparse_categorical_crossentropy",
             "optimizer": {"type": "adam", "learning_rate": 0.01},
             "epochs": 200,
