@@ -29,6 +29,28 @@ def parse_api_keys(raw: str) -> dict[str, str]:
     return keys
 
 
+ENV_VARS: dict[str, tuple[str, Any]] = {
+    "DATABASE_URL": ("database_url", str),
+    "REDIS_URL": ("redis_url", str),
+    "BROKER_URL": ("broker_url", str),
+    "QUEUE_NAME": ("queue_name", str),
+    "MAX_CONTENT_LENGTH": ("max_content_length", int),
+    "JOB_SOFT_TIME_LIMIT": ("job_soft_time_limit", int),
+    "JOB_TIME_LIMIT": ("job_time_limit", int),
+    "VISIBILITY_TIMEOUT": ("visibility_timeout", int),
+    "METRICS_FLUSH_SECONDS": ("metrics_flush_seconds", float),
+    "WORKER_MAX_TASKS_PER_CHILD": ("worker_max_tasks_per_child", int),
+    "WORKER_MAX_MEMORY_PER_CHILD": ("worker_max_memory_per_child", int),
+    "MODEL_CACHE_SIZE": ("model_cache_size", int),
+    "MAX_PREDICT_ROWS": ("max_predict_rows", int),
+    "HEARTBEAT_SECONDS": ("heartbeat_seconds", float),
+    "STALE_AFTER_SECONDS": ("stale_after_seconds", float),
+    "REQUEUE_AFTER_SECONDS": ("requeue_after_seconds", float),
+    "REAP_INTERVAL_SECONDS": ("reap_interval_seconds", float),
+    "MAX_ATTEMPTS": ("max_attempts", int),
+}
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable about the service; see `.env.example` for the variables."""
@@ -53,6 +75,15 @@ class Settings:
     worker_max_memory_per_child: int = 2_000_000
     model_cache_size: int = 64
     max_predict_rows: int = 10_000
+    # A running job writes a heartbeat this often; one silent for stale_after_seconds has lost
+    # its worker and is put back in the queue (at most max_attempts runs in all).
+    heartbeat_seconds: float = 5.0
+    stale_after_seconds: float = 30.0
+    # A queued job whose message was sent this long ago is sent again (the broker may have lost
+    # it); duplicates are harmless, as only one worker can claim a queued job.
+    requeue_after_seconds: float = 300.0
+    reap_interval_seconds: float = 5.0
+    max_attempts: int = 3
 
     @property
     def effective_broker_url(self) -> str:
@@ -67,34 +98,18 @@ class Settings:
         env = os.environ if env is None else env
         var_dir = Path(env.get("VAR_DIR", str(DEFAULT_VAR_DIR)))
         base = cls(var_dir=var_dir, database_url=_default_database_url(var_dir))
-        ints = {
-            "MAX_CONTENT_LENGTH": "max_content_length",
-            "JOB_SOFT_TIME_LIMIT": "job_soft_time_limit",
-            "JOB_TIME_LIMIT": "job_time_limit",
-            "VISIBILITY_TIMEOUT": "visibility_timeout",
-            "MODEL_CACHE_SIZE": "model_cache_size",
-            "MAX_PREDICT_ROWS": "max_predict_rows",
-            "WORKER_MAX_TASKS_PER_CHILD": "worker_max_tasks_per_child",
-            "WORKER_MAX_MEMORY_PER_CHILD": "worker_max_memory_per_child",
-        }
         changes: dict[str, Any] = {}
-        for name, attr in ints.items():
+        for name, (attr, kind) in ENV_VARS.items():
             if env.get(name):
-                changes[attr] = int(env[name])
-        if env.get("METRICS_FLUSH_SECONDS"):
-            changes["metrics_flush_seconds"] = float(env["METRICS_FLUSH_SECONDS"])
-        strings = {
-            "DATABASE_URL": "database_url",
-            "REDIS_URL": "redis_url",
-            "BROKER_URL": "broker_url",
-            "QUEUE_NAME": "queue_name",
-        }
-        for name, attr in strings.items():
-            if env.get(name):
-                changes[attr] = env[name]
+                try:
+                    changes[attr] = kind(env[name])
+                except ValueError:
+                    raise ValueError(
+                        f"{name}={env[name]!r} is not a valid {kind.__name__}"
+                    ) from None
         if env.get("API_KEYS"):
             changes["api_keys"] = parse_api_keys(env["API_KEYS"])
-        if "VISIBILITY_TIMEOUT" not in env and "JOB_TIME_LIMIT" in changes:
+        if "VISIBILITY_TIMEOUT" not in env and "job_time_limit" in changes:
             changes["visibility_timeout"] = changes["job_time_limit"] + 300
         settings = replace(base, **changes)
         settings.check()
@@ -102,6 +117,10 @@ class Settings:
 
     def check(self) -> None:
         """Refuse settings that would break the worker's delivery guarantees."""
+        if self.stale_after_seconds < 2 * self.heartbeat_seconds:
+            raise ValueError("STALE_AFTER_SECONDS must be at least twice HEARTBEAT_SECONDS")
+        if self.max_attempts < 1:
+            raise ValueError("MAX_ATTEMPTS must be at least 1")
         if self.job_soft_time_limit >= self.job_time_limit:
             raise ValueError("JOB_SOFT_TIME_LIMIT must be below JOB_TIME_LIMIT")
         if self.visibility_timeout <= self.job_time_limit:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from service.db import rowcount
@@ -13,6 +14,8 @@ from service.errors import ApiError
 from service.models import JOB_STATUSES, Job, JobMetric, utcnow
 from service.queue import BrokerUnavailable, JobQueue
 from service.spec import JobSpec, to_stored
+
+log = logging.getLogger(__name__)
 
 
 def iso(value: datetime | None) -> str | None:
@@ -46,7 +49,11 @@ def job_to_dict(job: Job) -> dict[str, Any]:
 
 
 def create_job(spec: JobSpec, *, session: Session, tenant_id: str, queue: JobQueue) -> Job:
-    """Record the job, commit, then enqueue its id; if the broker refuses, undo the record."""
+    """Record the job, commit, then send its id to the broker.
+
+    If the broker is down the job stays recorded as queued, and the workers' reaper sends it
+    once the broker answers again: a job accepted with 202 is never lost.
+    """
     job = Job(
         tenant_id=tenant_id,
         name=spec.name,
@@ -57,19 +64,17 @@ def create_job(spec: JobSpec, *, session: Session, tenant_id: str, queue: JobQue
         attempts=0,
         progress_epoch=0,
         cancel_requested=False,
+        enqueued_at=utcnow(),
     )
     session.add(job)
     session.commit()  # the row must exist before any worker can receive its id
     try:
         queue.enqueue(job.id)
-    except BrokerUnavailable:
-        session.execute(delete(Job).where(Job.id == job.id, Job.status == "queued"))
+    except BrokerUnavailable as exc:
+        log.warning("job %s recorded but not sent (%s); the reaper will send it", job.id, exc)
+        session.execute(update(Job).where(Job.id == job.id).values(enqueued_at=None))
         session.commit()
-        raise ApiError(
-            503,
-            "the job queue is unavailable; nothing was recorded, try again shortly",
-            code="broker_unavailable",
-        ) from None
+        session.refresh(job)
     return job
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from celery import Celery
+from celery import Celery, bootsteps
 
 from service.config import Settings
 from service.db import Database
@@ -52,7 +53,9 @@ def make_celery(settings: Settings) -> TrainingCelery:
         worker_prefetch_multiplier=1,
         worker_max_tasks_per_child=settings.worker_max_tasks_per_child,
         worker_max_memory_per_child=settings.worker_max_memory_per_child,
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # A running job keeps going if the broker connection drops: the database, not the
+        # message, says who owns the job, so a redelivered message cannot start it twice.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         task_soft_time_limit=settings.job_soft_time_limit,
         task_time_limit=settings.job_time_limit,
         task_default_queue=settings.queue_name,
@@ -68,7 +71,40 @@ def make_celery(settings: Settings) -> TrainingCelery:
     )
     app.settings = settings
     app.db = Database(settings.database_url)
+    app.steps["worker"].add(ReaperStep)
     return app
+
+
+class ReaperStep(bootsteps.StartStopStep):
+    """Runs the reaper on the worker's own timer, in the main process: every worker is one."""
+
+    requires: ClassVar[set[str]] = {"celery.worker.components:Timer"}
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.tref: Any = None
+
+    def start(self, worker: Any) -> None:
+        app: TrainingCelery = worker.app
+        self.tref = worker.timer.call_repeatedly(
+            app.settings.reap_interval_seconds, self.reap, (app,), priority=10
+        )
+
+    def stop(self, worker: Any) -> None:
+        if self.tref is not None:
+            self.tref.cancel()
+
+    @staticmethod
+    def reap(app: TrainingCelery) -> None:
+        from worker.reaper import reap_once
+
+        def enqueue(job_id: str) -> None:
+            app.send_task(TRAIN_TASK, args=[job_id], queue=app.settings.queue_name)
+
+        try:
+            reap_once(app.db, enqueue, app.settings)
+        except Exception:
+            logging.getLogger(__name__).exception("reaper pass failed")
 
 
 def broker_ready(app: Celery) -> bool:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 
 from service.db import Database, rowcount
 from service.models import Job, JobMetric, Model, new_id, utcnow
@@ -52,8 +53,16 @@ class JobCancelled(Exception):
     """The job's owner asked for it to stop."""
 
 
+class Superseded(Exception):
+    """The job was given to another attempt (this worker was presumed dead): stop, write nothing."""
+
+
 def claim(db: Database, job_id: str) -> Job | None:
-    """Move a queued job to running (attempts + 1); None if it is not queued any more."""
+    """Move a queued job to running (attempts + 1); None if it is not queued any more.
+
+    The attempt number is the fencing token: every later write of this run is conditional on
+    it, so a run that was presumed dead and replaced cannot overwrite its successor's work.
+    """
     now = utcnow()
     with db.begin() as session:
         claimed = rowcount(
@@ -65,12 +74,49 @@ def claim(db: Database, job_id: str) -> Job | None:
                     attempts=Job.attempts + 1,
                     started_at=now,
                     heartbeat_at=now,
+                    progress_epoch=0,
+                    metrics=None,
                 )
             )
         )
         if not claimed:
             return None
+        # A retried job starts its history afresh.
+        session.execute(delete(JobMetric).where(JobMetric.job_id == job_id))
         return session.get(Job, job_id)
+
+
+def _ours(job_id: str, attempt: int) -> Any:
+    return (Job.id == job_id, Job.attempts == attempt, Job.status == "running")
+
+
+class Heartbeat:
+    """Refreshes the job's heartbeat from a background thread while it trains."""
+
+    def __init__(self, db: Database, job_id: str, attempt: int, interval: float) -> None:
+        self.db, self.job_id, self.attempt, self.interval = db, job_id, attempt, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                with self.db.begin() as session:
+                    session.execute(
+                        update(Job)
+                        .where(*_ours(self.job_id, self.attempt))
+                        .values(heartbeat_at=utcnow())
+                    )
+            except Exception:
+                log.exception("job %s: heartbeat failed", self.job_id)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
 
 
 class EpochRecorder:
@@ -81,9 +127,12 @@ class EpochRecorder:
     request (one indexed read), so a cancelled job stops at the next epoch boundary.
     """
 
-    def __init__(self, db: Database, job_id: str, epochs: int, flush_seconds: float) -> None:
+    def __init__(
+        self, db: Database, job_id: str, attempt: int, epochs: int, flush_seconds: float
+    ) -> None:
         self.db = db
         self.job_id = job_id
+        self.attempt = attempt
         self.epochs = epochs
         self.flush_seconds = flush_seconds
         self.pending: list[EpochRecord] = []
@@ -98,8 +147,10 @@ class EpochRecorder:
             self.flush()
         else:
             with self.db.begin() as session:
-                cancel = session.scalar(select(Job.cancel_requested).where(Job.id == self.job_id))
-            if cancel:
+                state = session.execute(
+                    select(Job.cancel_requested).where(*_ours(self.job_id, self.attempt))
+                ).first()
+            if state is None or state.cancel_requested:
                 self.flush(check_cancel=True)
 
     def flush(self, check_cancel: bool = True) -> None:
@@ -116,13 +167,15 @@ class EpochRecorder:
             for r in self.pending
         ]
         with self.db.begin() as session:
-            if rows:
-                session.execute(insert(JobMetric), rows)
             values: dict[str, Any] = {"heartbeat_at": utcnow()}
             if self.latest is not None:
                 values["progress_epoch"] = self.latest.epoch
                 values["metrics"] = epoch_metrics(self.latest)
-            session.execute(update(Job).where(Job.id == self.job_id).values(**values))
+            ours = update(Job).where(*_ours(self.job_id, self.attempt)).values(**values)
+            if not rowcount(session.execute(ours)):
+                raise Superseded(f"job {self.job_id} is no longer attempt {self.attempt}'s")
+            if rows:
+                session.execute(insert(JobMetric), rows)
             cancel = session.scalar(select(Job.cancel_requested).where(Job.id == self.job_id))
         self.pending.clear()
         self._last_flush = time.monotonic()
@@ -177,12 +230,12 @@ def model_metadata(spec: JobSpec, artifact: Artifact, metrics: dict[str, float])
     }
 
 
-def finish(db: Database, job_id: str, status: str, code: str, message: str) -> None:
-    """End a running job as failed or cancelled, with its reason."""
+def finish(db: Database, job_id: str, attempt: int, status: str, code: str, message: str) -> None:
+    """End this attempt's running job as failed or cancelled, with its reason."""
     with db.begin() as session:
         session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.status == "running")
+            .where(*_ours(job_id, attempt))
             .values(status=status, error_code=code, error_message=message, finished_at=utcnow())
         )
     log.info("job %s %s: %s (%s)", job_id, status, code, message)
@@ -190,7 +243,7 @@ def finish(db: Database, job_id: str, status: str, code: str, message: str) -> N
 
 def finish_succeeded(
     db: Database, job: Job, spec: JobSpec, data: PreparedData, result: EngineResult
-) -> str:
+) -> str | None:
     """Store the model and mark the job succeeded in one transaction."""
     artifact = build_artifact(spec, data, result)
     final = result.history[-1]
@@ -205,7 +258,7 @@ def finish_succeeded(
         done = rowcount(
             session.execute(
                 update(Job)
-                .where(Job.id == job.id, Job.status == "running", Job.cancel_requested.is_(False))
+                .where(*_ours(job.id, job.attempts), Job.cancel_requested.is_(False))
                 .values(
                     status="succeeded",
                     finished_at=utcnow(),
@@ -229,8 +282,16 @@ def finish_succeeded(
                 )
             )
     if not done:
+        with db.begin() as session:
+            still_ours = session.scalar(select(Job.id).where(*_ours(job.id, job.attempts)))
+        if still_ours is None:
+            log.warning(
+                "job %s: attempt %d was superseded; its model is dropped", job.id, job.attempts
+            )
+            return None
         # The owner asked to cancel while the last epoch ran: the cancel they were promised wins.
-        finish(db, job.id, "cancelled", "cancelled", "cancelled on request at the end of training")
+        message = "cancelled on request at the end of training"
+        finish(db, job.id, job.attempts, "cancelled", "cancelled", message)
         return "cancelled"
     log.info("job %s succeeded: model %s, metrics %s", job.id, model_id, metrics)
     return "succeeded"
@@ -241,6 +302,7 @@ def run_job(
     job_id: str,
     *,
     flush_seconds: float = 0.5,
+    heartbeat_seconds: float = 5.0,
     timeout_errors: tuple[type[BaseException], ...] = (),
 ) -> str | None:
     """Train one job to a terminal state; None if it was not ours to run (not queued)."""
@@ -248,31 +310,37 @@ def run_job(
     if job is None:
         log.info("job %s is not queued any more; nothing to do", job_id)
         return None
-    log.info("job %s claimed (attempt %d)", job_id, job.attempts)
+    attempt = job.attempts
+    log.info("job %s claimed (attempt %d)", job_id, attempt)
     recorder: EpochRecorder | None = None
-    try:
-        spec = JobSpec.model_validate(job.spec)
-        recorder = EpochRecorder(db, job_id, spec.epochs, flush_seconds)
-        data = prepare(spec)
-        result = ENGINES[spec.engine](spec, data, recorder)
-        if recorder.pending:
-            recorder.flush()
-        return finish_succeeded(db, job, spec, data, result)
-    except JobCancelled as exc:
-        finish(db, job_id, "cancelled", "cancelled", str(exc))
-        return "cancelled"
-    except Diverged as exc:
-        _save_pending(recorder)
-        finish(db, job_id, "failed", "diverged", str(exc))
-        return "failed"
-    except timeout_errors:
-        _save_pending(recorder)
-        finish(db, job_id, "failed", "timeout", "the job ran past its time limit")
-        return "failed"
-    except Exception as exc:
-        log.exception("job %s failed", job_id)
-        finish(db, job_id, "failed", "internal_error", f"{type(exc).__name__}: {exc}")
-        return "failed"
+
+    def end(status: str, code: str, message: str) -> str:
+        finish(db, job_id, attempt, status, code, message)
+        return status
+
+    with Heartbeat(db, job_id, attempt, heartbeat_seconds):
+        try:
+            spec = JobSpec.model_validate(job.spec)
+            recorder = EpochRecorder(db, job_id, attempt, spec.epochs, flush_seconds)
+            data = prepare(spec)
+            result = ENGINES[spec.engine](spec, data, recorder)
+            if recorder.pending:
+                recorder.flush()
+            return finish_succeeded(db, job, spec, data, result)
+        except Superseded:
+            log.warning("job %s: attempt %d was superseded; stopping quietly", job_id, attempt)
+            return None
+        except JobCancelled as exc:
+            return end("cancelled", "cancelled", str(exc))
+        except Diverged as exc:
+            _save_pending(recorder)
+            return end("failed", "diverged", str(exc))
+        except timeout_errors:
+            _save_pending(recorder)
+            return end("failed", "timeout", "the job ran past its time limit")
+        except Exception as exc:
+            log.exception("job %s failed", job_id)
+            return end("failed", "internal_error", f"{type(exc).__name__}: {exc}")
 
 
 def _save_pending(recorder: EpochRecorder | None) -> None:
@@ -281,5 +349,7 @@ def _save_pending(recorder: EpochRecorder | None) -> None:
         return
     try:
         recorder.flush(check_cancel=False)
+    except Superseded:
+        pass
     except Exception:
         log.exception("job %s: could not save its last epochs", recorder.job_id)

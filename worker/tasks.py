@@ -17,5 +17,6 @@ def train_job(self: Task, job_id: str) -> str | None:
         app.db,
         job_id,
         flush_seconds=app.settings.metrics_flush_seconds,
+        heartbeat_seconds=app.settings.heartbeat_seconds,
         timeout_errors=(SoftTimeLimitExceeded,),
     )

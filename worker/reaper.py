@@ -1,0 +1,132 @@
+"""The reaper: put jobs whose worker died back in the queue, and re-send lost messages.
+
+The database is the source of truth. A running job whose heartbeat stopped has lost its worker
+(killed, out of memory, machine gone): it is queued again, or failed once it has used up its
+attempts. A queued job whose message was sent long ago may have lost it (a broker restart):
+its id is sent again. Duplicate messages are harmless, since only one worker can claim a
+queued job. Every change is a conditional UPDATE, so several reapers may run at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import or_, select, update
+
+from service.config import Settings
+from service.db import Database, rowcount
+from service.models import Job, utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReapReport:
+    requeued: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    resent: list[str] = field(default_factory=list)
+
+
+def reap_once(db: Database, enqueue: Callable[[str], None], settings: Settings) -> ReapReport:
+    """One pass over stale running jobs and long-queued jobs."""
+    report = ReapReport()
+    now = utcnow()
+    stale_before = now - timedelta(seconds=settings.stale_after_seconds)
+    with db.begin() as session:
+        stale = session.execute(
+            select(Job.id, Job.attempts, Job.heartbeat_at, Job.started_at, Job.cancel_requested)
+            .where(Job.status == "running", Job.heartbeat_at < stale_before)
+            .limit(100)
+        ).all()
+    for job_id, attempts, heartbeat, started, cancel in stale:
+        fence = (
+            Job.id == job_id,
+            Job.status == "running",
+            Job.attempts == attempts,
+            Job.heartbeat_at == heartbeat,
+        )
+        ran = (heartbeat - started).total_seconds() if heartbeat and started else 0.0
+        if cancel:
+            values = {
+                "status": "cancelled",
+                "error_code": "cancelled",
+                "error_message": "cancelled on request; its worker had stopped",
+                "finished_at": now,
+            }
+        elif ran >= settings.job_time_limit:
+            values = {
+                "status": "failed",
+                "error_code": "timeout",
+                "error_message": "the job ran past its hard time limit and was stopped",
+                "finished_at": now,
+            }
+        elif attempts >= settings.max_attempts:
+            values = {
+                "status": "failed",
+                "error_code": "worker_lost",
+                "error_message": f"the worker running this job stopped {attempts} times "
+                f"(MAX_ATTEMPTS={settings.max_attempts}); it may be too large for a "
+                "worker's memory",
+                "finished_at": now,
+            }
+        else:
+            values = {"status": "queued", "enqueued_at": now}
+        with db.begin() as session:
+            changed = rowcount(session.execute(update(Job).where(*fence).values(**values)))
+        if not changed:
+            continue
+        if values["status"] == "queued":
+            report.requeued.append(job_id)
+            log.warning("job %s: worker lost during attempt %d; queued again", job_id, attempts)
+            _send(enqueue, job_id)
+        else:
+            report.failed.append(job_id)
+            log.warning("job %s: %s", job_id, values["error_message"])
+
+    resend_before = now - timedelta(seconds=settings.requeue_after_seconds)
+    with db.begin() as session:
+        waiting = session.execute(
+            select(Job.id, Job.enqueued_at)
+            .where(
+                Job.status == "queued",
+                or_(Job.enqueued_at.is_(None), Job.enqueued_at < resend_before),
+            )
+            .order_by(Job.id)
+            .limit(500)
+        ).all()
+    for job_id, enqueued in waiting:
+        fence_sent = Job.enqueued_at.is_(None) if enqueued is None else Job.enqueued_at == enqueued
+        with db.begin() as session:
+            changed = rowcount(
+                session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.status == "queued", fence_sent)
+                    .values(enqueued_at=now)
+                )
+            )
+        if not changed:
+            continue
+        if _send(enqueue, job_id):
+            report.resent.append(job_id)
+        else:  # not sent after all: let the next pass try again at once
+            with db.begin() as session:
+                session.execute(
+                    update(Job)
+                    .where(Job.id == job_id, Job.status == "queued", Job.enqueued_at == now)
+                    .values(enqueued_at=None)
+                )
+    if report.resent:
+        log.info("re-sent %d queued job(s) to the broker", len(report.resent))
+    return report
+
+
+def _send(enqueue: Callable[[str], None], job_id: str) -> bool:
+    try:
+        enqueue(job_id)
+        return True
+    except Exception as exc:  # the broker is down: the next pass tries again
+        log.warning("job %s: could not send to the broker (%s)", job_id, exc)
+        return False
