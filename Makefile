@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format install bench clean
+.PHONY: run test lint format install bench reliability clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -34,6 +34,10 @@ test: lint
 # Speed and accuracy figures (not tests): prints each benchmark's table with its targets.
 bench: $(STAMP)
 	$(PY) -m benchmarks.seed_job
+
+# Heavier failure scenarios against real processes: one line of figures per scenario.
+reliability: $(STAMP)
+	$(PY) -m tests.reliability
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -12,6 +12,7 @@ from service.errors import register_error_handlers
 from service.jsonutil import FiniteJSONProvider
 from service.predictions import ModelCache
 from service.queue import CeleryQueue, JobQueue
+from service.ratelimit import make_rate_limiter
 
 
 def create_app(settings: Settings | None = None, queue: JobQueue | None = None) -> Flask:
@@ -28,6 +29,9 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None) 
     app.extensions["trainsvc.db"] = Database(settings.database_url)
     app.extensions["trainsvc.queue"] = queue or CeleryQueue(settings)
     app.extensions["trainsvc.models"] = ModelCache(settings.model_cache_size)
+    app.extensions["trainsvc.ratelimit"] = make_rate_limiter(
+        settings.effective_broker_url, settings.rate_limit_per_minute
+    )
     app.teardown_appcontext(close_session)
     register_error_handlers(app)
     for blueprint in (health.bp, jobs.bp, models.bp):

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import secrets
 
-from flask import g, request
+from flask import current_app, g, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -53,8 +53,16 @@ def authenticate(session: Session) -> str:
             "missing API key: send Authorization: Bearer <key>",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    digest = hash_key(key.strip())
     tenant = tenant_for_key(session, key.strip())
     if tenant is None:
         raise ApiError(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
+    wait = current_app.extensions["trainsvc.ratelimit"].hit(digest[:16])
+    if wait is not None:
+        raise ApiError(
+            429,
+            "too many requests for this API key; slow down",
+            headers={"Retry-After": str(int(wait))},
+        )
     g.tenant_id = tenant
     return tenant

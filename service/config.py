@@ -48,6 +48,7 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "REQUEUE_AFTER_SECONDS": ("requeue_after_seconds", float),
     "REAP_INTERVAL_SECONDS": ("reap_interval_seconds", float),
     "MAX_ATTEMPTS": ("max_attempts", int),
+    "RATE_LIMIT_PER_MINUTE": ("rate_limit_per_minute", int),
 }
 
 
@@ -84,6 +85,8 @@ class Settings:
     requeue_after_seconds: float = 300.0
     reap_interval_seconds: float = 5.0
     max_attempts: int = 3
+    # Requests per minute per API key (0: no limit); over it, 429 with Retry-After.
+    rate_limit_per_minute: int = 3000
 
     @property
     def effective_broker_url(self) -> str:

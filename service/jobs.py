@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.db import rowcount
@@ -48,12 +51,43 @@ def job_to_dict(job: Job) -> dict[str, Any]:
     }
 
 
-def create_job(spec: JobSpec, *, session: Session, tenant_id: str, queue: JobQueue) -> Job:
+def request_hash(payload: Any) -> str:
+    """A fingerprint of a JSON body, independent of key order and spacing."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def find_idempotent(key: str, fingerprint: str, *, session: Session, tenant_id: str) -> Job | None:
+    """The job an earlier request with this Idempotency-Key created; 422 if the body differs."""
+    job = session.scalar(select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == key))
+    if job is not None and job.request_hash != fingerprint:
+        raise ApiError(
+            422,
+            "this Idempotency-Key was used with a different request body",
+            code="idempotency_key_reused",
+            details=[{"field": "Idempotency-Key", "message": f"already used by job {job.id}"}],
+        )
+    return job
+
+
+def create_job(
+    spec: JobSpec,
+    *,
+    session: Session,
+    tenant_id: str,
+    queue: JobQueue,
+    idempotency: tuple[str, str] | None = None,
+) -> Job:
     """Record the job, commit, then send its id to the broker.
 
     If the broker is down the job stays recorded as queued, and the workers' reaper sends it
-    once the broker answers again: a job accepted with 202 is never lost.
+    once the broker answers again: a job accepted with 202 is never lost. With an idempotency
+    (key, body fingerprint), a repeated request returns the job the first one created.
     """
+    if idempotency is not None:
+        existing = find_idempotent(*idempotency, session=session, tenant_id=tenant_id)
+        if existing is not None:
+            return existing
     job = Job(
         tenant_id=tenant_id,
         name=spec.name,
@@ -65,9 +99,19 @@ def create_job(spec: JobSpec, *, session: Session, tenant_id: str, queue: JobQue
         progress_epoch=0,
         cancel_requested=False,
         enqueued_at=utcnow(),
+        idempotency_key=idempotency[0] if idempotency else None,
+        request_hash=idempotency[1] if idempotency else None,
     )
     session.add(job)
-    session.commit()  # the row must exist before any worker can receive its id
+    try:
+        session.commit()  # the row must exist before any worker can receive its id
+    except IntegrityError:
+        session.rollback()  # a concurrent request with the same key won the race
+        assert idempotency is not None
+        winner = find_idempotent(*idempotency, session=session, tenant_id=tenant_id)
+        if winner is None:
+            raise
+        return winner
     try:
         queue.enqueue(job.id)
     except BrokerUnavailable as exc:

@@ -20,8 +20,9 @@ def _authenticate() -> None:
 
 @bp.post("")
 def submit() -> ResponseReturnValue:
+    payload = json_body()
     try:
-        spec = parse_spec(json_body())
+        spec = parse_spec(payload)
     except SpecError as exc:
         raise ApiError(422, str(exc), code="invalid_spec", details=exc.details) from None
     if flag("dry_run"):
@@ -41,7 +42,19 @@ def submit() -> ResponseReturnValue:
             }
         )
     queue = current_app.extensions["trainsvc.queue"]
-    job = jobs.create_job(spec, session=session(), tenant_id=tenant(), queue=queue)
+    key = request.headers.get("Idempotency-Key")
+    idempotency = None
+    if key is not None:
+        if not 1 <= len(key) <= 200:
+            raise ApiError(
+                422,
+                "Idempotency-Key must be 1 to 200 characters",
+                details=[{"field": "Idempotency-Key", "message": "bad length"}],
+            )
+        idempotency = (key, jobs.request_hash(payload))
+    job = jobs.create_job(
+        spec, session=session(), tenant_id=tenant(), queue=queue, idempotency=idempotency
+    )
     location = url_for("jobs.read", job_id=job.id)
     return jsonify(jobs.job_to_dict(job)), 202, {"Location": location}
 

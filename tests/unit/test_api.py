@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 
 from service.db import Database
@@ -19,7 +20,7 @@ ALICE, BOB = auth("alice"), auth("bob")
 
 def small_spec(**changes: Any) -> dict[str, Any]:
     spec = copy.deepcopy(SEED_SPEC)
-    spec.update(epochs=2, **changes)
+    spec.update({"epochs": 2, **changes})
     return spec
 
 
@@ -228,3 +229,51 @@ def test_nan_in_predictions_is_422_not_500(client: FlaskClient, database: Databa
         headers={**ALICE, "Content-Type": "application/json"},
     )
     assert_error(response, 422, "validation_error")
+
+
+def test_idempotency_key_returns_the_same_job(client: FlaskClient, queue: RecordingQueue) -> None:
+    spec = small_spec()
+    headers = {**ALICE, "Idempotency-Key": "order-42"}
+    first = client.post("/v1/jobs", json=spec, headers=headers)
+    reordered = json.loads(json.dumps(spec, sort_keys=True))  # same body, other key order
+    second = client.post("/v1/jobs", json=reordered, headers=headers)
+    assert first.status_code == second.status_code == 202
+    assert first.get_json()["id"] == second.get_json()["id"]
+    assert queue.sent == [first.get_json()["id"]]
+    other = client.post("/v1/jobs", json=small_spec(epochs=3), headers=headers)
+    error = assert_error(other, 422, "idempotency_key_reused")
+    assert error["details"][0]["field"] == "Idempotency-Key"
+    # Keys belong to a tenant: bob may use the same key for his own job.
+    bob = client.post("/v1/jobs", json=spec, headers={**BOB, "Idempotency-Key": "order-42"})
+    assert bob.status_code == 202 and bob.get_json()["id"] != first.get_json()["id"]
+
+
+def test_a_job_is_accepted_while_the_broker_is_down(
+    client: FlaskClient, queue: RecordingQueue, database: Database
+) -> None:
+    from service.queue import BrokerUnavailable
+
+    def refuse(job_id: str) -> None:
+        raise BrokerUnavailable("connection refused")
+
+    queue.enqueue = refuse  # type: ignore[method-assign]
+    response = submit(client, small_spec())
+    assert response.status_code == 202 and response.get_json()["status"] == "queued"
+    from service.models import Job
+
+    with database.begin() as session:
+        job = session.get(Job, response.get_json()["id"])
+        assert job is not None and job.enqueued_at is None  # the reaper sends it at once
+
+
+def test_rate_limit_answers_429_with_retry_after(app: Flask, client: FlaskClient) -> None:
+    from service.ratelimit import MemoryRateLimiter
+
+    app.extensions["trainsvc.ratelimit"] = MemoryRateLimiter(per_minute=3)
+    for _ in range(3):
+        assert client.get("/v1/jobs", headers=ALICE).status_code == 200
+    limited = client.get("/v1/jobs", headers=ALICE)
+    assert_error(limited, 429, "rate_limited")
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    assert client.get("/v1/jobs", headers=BOB).status_code == 200  # per key, not global
+    assert client.get("/healthz").status_code == 200
