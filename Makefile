@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format install bench reliability clean
+.PHONY: run test lint format install bench reliability fuzz clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -38,6 +38,10 @@ bench: $(STAMP)
 # Heavier failure scenarios against real processes: one line of figures per scenario.
 reliability: $(STAMP)
 	$(PY) -m tests.reliability
+
+# Schemathesis over /openapi.json at full size (200 generated requests per operation).
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-200} $(PY) -m pytest tests/unit/test_fuzz.py -q
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -248,6 +248,8 @@ def _dataset_tag(value: Any) -> str | None:
         return None
     if "builtin" in value:
         name = value["builtin"]
+        if not isinstance(name, str):
+            return None
         if name in SHIPPED:
             return "shipped"
         return name if name in BUILTIN_NAMES else None

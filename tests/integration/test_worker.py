@@ -155,3 +155,32 @@ def test_readiness_sees_the_real_broker_and_database(stack: Stack) -> None:
     response = stack.client.get("/readyz")
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["checks"] == {"database": "ok", "broker": "ok"}
+
+
+@pytest.mark.parametrize(
+    ("engine", "delays"),
+    [("numpy", [0.0, 0.1, 0.2, 0.3, 0.5, 0.8]), ("keras", [0.0, 1.0, 2.0, 3.0, 4.0, 6.0])],
+)
+def test_cancel_racing_completion_leaves_a_consistent_state(
+    stack: Stack, engine: str, delays: list[float]
+) -> None:
+    """A 202 to cancel always ends `cancelled`; a 409 only ever meets a finished job."""
+    spec = copy.deepcopy(SEED_SPEC)
+    spec.update(engine=engine, epochs=3)
+    spec["dataset"]["params"]["n_samples"] = 300
+    outcomes = []
+    for delay in delays:
+        job = submit(stack, spec)
+        time.sleep(delay)
+        answer = stack.client.post(f"/v1/jobs/{job['id']}/cancel", headers=ALICE)
+        final = wait_for_job(stack.client, job["id"], ALICE, timeout=120)
+        outcomes.append((answer.status_code, final["status"]))
+        if answer.status_code == 202:
+            assert final["status"] == "cancelled", (delay, final)
+            assert final["model_id"] is None
+        else:
+            assert answer.status_code == 409 and final["status"] == "succeeded", (delay, final)
+        with stack.database.begin() as session:
+            models = session.scalar(select(func.count()).where(Model.job_id == job["id"]))
+        assert models == (1 if final["status"] == "succeeded" else 0)
+    assert {status for _, status in outcomes} <= {"cancelled", "succeeded"}

@@ -1,0 +1,189 @@
+"""The OpenAPI 3 document, built from the same pydantic models that validate requests."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel
+
+from service import schemas
+from service.models import JOB_STATUSES
+from service.predictions import PredictRequest
+from service.spec import JobSpec
+
+REF = "#/components/schemas/{model}"
+
+
+class _Components:
+    def __init__(self) -> None:
+        self.schemas: dict[str, Any] = {}
+
+    def ref(self, model: type[BaseModel], mode: str = "serialization") -> dict[str, str]:
+        schema = model.model_json_schema(ref_template=REF, mode=mode)  # type: ignore[arg-type]
+        for name, definition in schema.pop("$defs", {}).items():
+            self.schemas.setdefault(name, definition)
+        self.schemas[model.__name__] = schema
+        return {"$ref": REF.format(model=model.__name__)}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    c = _Components()
+    error = c.ref(schemas.ErrorResponse)
+    job = c.ref(schemas.JobOut)
+
+    def errors(*codes: int) -> dict[str, Any]:
+        text = {
+            400: "Malformed JSON",
+            401: "Missing or invalid API key",
+            404: "No such id for this tenant",
+            409: "Wrong state",
+            413: "Body too large",
+            415: "Body is not JSON",
+            422: "Validation failed; `details` lists each field path",
+            429: "Rate limit reached; see Retry-After",
+            500: "The stored model cannot be loaded",
+        }
+        return {str(code): _json(error, text[code]) for code in codes}
+
+    common = (401, 429)
+    job_id = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    model_id = {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    paths: dict[str, Any] = {
+        "/v1/jobs": {
+            "post": {
+                "summary": "Submit a training job",
+                "operationId": "submitJob",
+                "parameters": [
+                    {
+                        "name": "dry_run",
+                        "in": "query",
+                        "schema": {"type": "boolean"},
+                        "description": "Validate and summarise the model; queue nothing.",
+                    },
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                        "description": "Same key and body: the same job; other body: 422.",
+                    },
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": c.ref(JobSpec, "validation")}},
+                },
+                "responses": {
+                    "202": {
+                        **_json(job, "Accepted and queued"),
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                    },
+                    "200": _json(c.ref(schemas.DryRun), "Dry run: the model summary"),
+                    **errors(400, 413, 415, 422, *common),
+                },
+            },
+            "get": {
+                "summary": "List jobs, newest first",
+                "operationId": "listJobs",
+                "parameters": [
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": list(JOB_STATUSES)},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+                    },
+                    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": _json(c.ref(schemas.JobList), "A page of jobs"),
+                    **errors(422, *common),
+                },
+            },
+        },
+        "/v1/jobs/{job_id}": {
+            "get": {
+                "summary": "Read a job",
+                "operationId": "getJob",
+                "parameters": [job_id],
+                "responses": {"200": _json(job, "The job"), **errors(404, *common)},
+            }
+        },
+        "/v1/jobs/{job_id}/metrics": {
+            "get": {
+                "summary": "A job's per-epoch metrics",
+                "operationId": "getJobMetrics",
+                "parameters": [job_id],
+                "responses": {
+                    "200": _json(c.ref(schemas.Metrics), "One row per finished epoch"),
+                    **errors(404, *common),
+                },
+            }
+        },
+        "/v1/jobs/{job_id}/cancel": {
+            "post": {
+                "summary": "Cancel a queued or running job",
+                "operationId": "cancelJob",
+                "parameters": [job_id],
+                "responses": {
+                    "202": _json(job, "Cancelled, or asked to stop after this epoch"),
+                    **errors(404, 409, *common),
+                },
+            }
+        },
+        "/v1/models/{model_id}": {
+            "get": {
+                "summary": "A trained model's metadata",
+                "operationId": "getModel",
+                "parameters": [model_id],
+                "responses": {
+                    "200": _json(c.ref(schemas.ModelOut), "The model"),
+                    **errors(404, *common),
+                },
+            }
+        },
+        "/v1/models/{model_id}/predict": {
+            "post": {
+                "summary": "Predict with a trained model",
+                "operationId": "predict",
+                "parameters": [model_id],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": c.ref(PredictRequest, "validation")}
+                    },
+                },
+                "responses": {
+                    "200": _json(c.ref(schemas.Prediction), "Predictions"),
+                    **errors(400, 404, 413, 415, 422, 500, *common),
+                },
+            }
+        },
+    }
+    health = c.ref(schemas.Health)
+    for path, summary in (("/healthz", "Liveness"), ("/readyz", "Readiness: database, broker")):
+        responses = {"200": _json(health, "OK")}
+        if path == "/readyz":
+            responses["503"] = _json(health, "Not ready")
+        paths[path] = {"get": {"summary": summary, "security": [], "responses": responses}}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "trainsvc",
+            "version": "1",
+            "description": "Train fully connected networks over HTTP and serve their predictions.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": c.schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    }
