@@ -277,3 +277,32 @@ def test_rate_limit_answers_429_with_retry_after(app: Flask, client: FlaskClient
     assert 1 <= int(limited.headers["Retry-After"]) <= 60
     assert client.get("/v1/jobs", headers=BOB).status_code == 200  # per key, not global
     assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [b"garbage", b"\x80\x04\x95 pickle-ish", None],
+    ids=["garbage", "pickle", "wrong-shapes"],
+)
+def test_a_tampered_model_gives_a_clear_error(
+    client: FlaskClient, database: Database, blob: bytes | None
+) -> None:
+    import numpy as np
+
+    from service.models import Model
+    from worker.artifact import Artifact
+
+    model_id = trained_model(client, database, small_spec())
+    with database.begin() as session:
+        row = session.get(Model, model_id)
+        assert row is not None
+        if blob is None:
+            artifact = Artifact.from_bytes(row.weights)
+            artifact.arrays["layers.0.kernel"] = np.zeros((3, 3), np.float32)
+            blob = artifact.to_bytes()
+        row.weights = blob
+    response = client.post(
+        f"/v1/models/{model_id}/predict", json={"instances": [[0.0] * 20]}, headers=ALICE
+    )
+    error = assert_error(response, 500, "model_unreadable")
+    assert model_id in error["message"]

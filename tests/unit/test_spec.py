@@ -208,3 +208,21 @@ def test_inline_string_labels_are_a_classification_set() -> None:
         }
     )
     assert spec.data_shape().n_classes == 3
+
+
+def test_resource_limits_on_layers_and_inline_rows() -> None:
+    too_deep = problems(set_path("layers", [{"type": "dense", "units": 3}] * 65))
+    assert too_deep[0]["field"] == "layers" and "at most 64" in too_deep[0]["message"]
+
+    def too_many_rows(spec: dict[str, Any]) -> None:
+        spec["dataset"] = {"inline": {"X": [[0.0]] * 100_001, "y": [0] * 100_001}}
+
+    fields = [d["field"] for d in problems(too_many_rows)]
+    assert "dataset.inline.X" in fields and "dataset.inline.y" in fields
+
+
+def test_too_many_parameters() -> None:
+    wide = [{"type": "dense", "units": 4096, "activation": "relu"}] * 3
+    edit = set_path("layers", [*wide, {"type": "dense", "units": 3, "activation": "softmax"}])
+    details = problems(edit)
+    assert details[0]["field"] == "layers" and "parameters" in details[0]["message"]
