@@ -27,6 +27,13 @@ class Layer:
     def backward(self, g: Array, need_input_grad: bool = True) -> Array | None:
         raise NotImplementedError
 
+    def _grad(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> Array:
+        """The buffer a gradient is written into (a view of the network's flat gradient)."""
+        buffer = self.grads.get(name)
+        if buffer is None:
+            buffer = self.grads[name] = np.empty(shape, dtype=dtype)
+        return buffer
+
 
 class Dense(Layer):
     kind = "dense"
@@ -61,9 +68,10 @@ class Dense(Layer):
     def backward_from_z(self, gz: Array, need_input_grad: bool = True) -> Array | None:
         """Backward pass given the gradient with respect to the pre-activation."""
         assert self._x is not None
-        self.grads["kernel"] = self._x.T @ gz
-        self.grads["bias"] = gz.sum(axis=0)
-        return gz @ self.params["kernel"].T if need_input_grad else None
+        kernel = self.params["kernel"]
+        np.matmul(self._x.T, gz, out=self._grad("kernel", kernel.shape, kernel.dtype))
+        gz.sum(axis=0, out=self._grad("bias", self.params["bias"].shape, kernel.dtype))
+        return gz @ kernel.T if need_input_grad else None
 
 
 class BatchNorm(Layer):
@@ -85,10 +93,14 @@ class BatchNorm(Layer):
         if not training:
             inv_std = 1.0 / np.sqrt(self.state["moving_variance"] + self.epsilon)
             return (x - self.state["moving_mean"]) * (inv_std * gamma) + beta
-        mean = x.mean(axis=0)
-        var = x.var(axis=0)  # biased, as Keras uses for both the step and the moving variance
+        n = x.shape[0]
+        mean = x.sum(axis=0) * (1.0 / n)
+        centered = x - mean
+        # Biased variance, as Keras uses for both the step and the moving variance.
+        var = np.einsum("ij,ij->j", centered, centered) * (1.0 / n)
         self._inv_std = 1.0 / np.sqrt(var + self.epsilon)
-        self._xhat = (x - mean) * self._inv_std
+        centered *= self._inv_std
+        self._xhat = centered
         keep = self.momentum
         self.state["moving_mean"] *= keep
         self.state["moving_mean"] += (1.0 - keep) * mean
@@ -99,13 +111,22 @@ class BatchNorm(Layer):
     def backward(self, g: Array, need_input_grad: bool = True) -> Array | None:
         xhat, inv_std = self._xhat, self._inv_std
         assert xhat is not None and inv_std is not None
-        self.grads["gamma"] = (g * xhat).sum(axis=0)
-        self.grads["beta"] = g.sum(axis=0)
+        gamma = self.params["gamma"]
+        dgamma = self._grad("gamma", gamma.shape, gamma.dtype)
+        dbeta = self._grad("beta", gamma.shape, gamma.dtype)
+        np.einsum("ij,ij->j", g, xhat, out=dgamma)
+        g.sum(axis=0, out=dbeta)
         if not need_input_grad:
             return None
         n = g.shape[0]
-        gx = g * self.params["gamma"]
-        return (inv_std / n) * (n * gx - gx.sum(axis=0) - xhat * (gx * xhat).sum(axis=0))
+        # d/dx of gamma * xhat + beta, with the batch statistics' own dependence on x:
+        # (gamma * inv_std / n) * (n g - sum(g) - xhat * sum(g * xhat)).
+        scale = gamma * inv_std * (1.0 / n)
+        out = g * n
+        out -= dbeta
+        out -= xhat * dgamma
+        out *= scale
+        return out
 
 
 class Dropout(Layer):
