@@ -57,8 +57,10 @@ class Dense(Layer):
 
     def forward(self, x: Array, training: bool) -> Array:
         self._x = x
-        self.z = x @ self.params["kernel"] + self.params["bias"]
-        self.a = self.activation.forward(self.z)
+        z = x @ self.params["kernel"]
+        z += self.params["bias"]
+        self.z = z
+        self.a = self.activation.forward(z)
         return self.a
 
     def backward(self, g: Array, need_input_grad: bool = True) -> Array | None:

@@ -87,17 +87,27 @@ class AdamOptimizer(Optimizer):
         self.epsilon = epsilon
 
     def build(self, param: NDArray) -> State:
-        return {"m": np.zeros_like(param), "v": np.zeros_like(param)}
+        return {"m": np.zeros_like(param), "v": np.zeros_like(param), "tmp": np.empty_like(param)}
 
     def update(self, param: NDArray, grad: NDArray, state: State) -> None:
         t = self.iterations
         # Keras folds both bias corrections into the step size and adds epsilon outside the
         # root ("epsilon hat" in the Adam paper's notation).
         alpha = self.learning_rate * np.sqrt(1.0 - self.beta_2**t) / (1.0 - self.beta_1**t)
-        m, v = state["m"], state["v"]
-        m += (1.0 - self.beta_1) * (grad - m)
-        v += (1.0 - self.beta_2) * (np.square(grad) - v)
-        param -= (alpha * m) / (np.sqrt(v) + self.epsilon)
+        m, v, tmp = state["m"], state["v"], state["tmp"]
+        # In place, through one scratch buffer: no allocation per step.
+        np.subtract(grad, m, out=tmp)
+        tmp *= 1.0 - self.beta_1
+        m += tmp  # m += (1 - beta_1) (g - m)
+        np.square(grad, out=tmp)
+        tmp -= v
+        tmp *= 1.0 - self.beta_2
+        v += tmp  # v += (1 - beta_2) (g^2 - v)
+        np.sqrt(v, out=tmp)
+        tmp += self.epsilon
+        np.divide(m, tmp, out=tmp)
+        tmp *= alpha
+        param -= tmp  # param -= alpha m / (sqrt(v) + epsilon)
 
 
 OPTIMIZERS: dict[str, Callable[[Any], Optimizer]] = {
