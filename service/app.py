@@ -6,6 +6,7 @@ from flask import Flask
 
 from service.api import docs, health, jobs, models
 from service.api.common import close_session
+from service.auth import KeyCache
 from service.config import Settings
 from service.db import Database
 from service.errors import register_error_handlers
@@ -29,6 +30,7 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None) 
     app.extensions["trainsvc.db"] = Database(settings.database_url)
     app.extensions["trainsvc.queue"] = queue or CeleryQueue(settings)
     app.extensions["trainsvc.models"] = ModelCache(settings.model_cache_size)
+    app.extensions["trainsvc.keys"] = KeyCache()
     app.extensions["trainsvc.ratelimit"] = make_rate_limiter(
         settings.effective_broker_url, settings.rate_limit_per_minute
     )

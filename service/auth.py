@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
 
 from flask import current_app, g, request
 from sqlalchemy import select
@@ -35,6 +37,30 @@ def ensure_api_key(session: Session, tenant_id: str, key: str) -> None:
         raise ValueError(f"this key already belongs to tenant {existing.tenant_id!r}")
 
 
+class KeyCache:
+    """Recently seen key hashes and their tenant, so most requests skip the database.
+
+    A revoked key keeps working for at most `ttl` seconds in each API process.
+    """
+
+    def __init__(self, ttl: float = 30.0, size: int = 10_000) -> None:
+        self.ttl, self.size = ttl, size
+        self._items: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, digest: str) -> str | None:
+        item = self._items.get(digest)
+        if item is None or item[1] < time.monotonic():
+            return None
+        return item[0]
+
+    def put(self, digest: str, tenant: str) -> None:
+        with self._lock:
+            if len(self._items) >= self.size:
+                self._items.clear()
+            self._items[digest] = (tenant, time.monotonic() + self.ttl)
+
+
 def tenant_for_key(session: Session, key: str) -> str | None:
     digest = hash_key(key)
     row = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
@@ -54,9 +80,13 @@ def authenticate(session: Session) -> str:
             headers={"WWW-Authenticate": "Bearer"},
         )
     digest = hash_key(key.strip())
-    tenant = tenant_for_key(session, key.strip())
+    cache: KeyCache = current_app.extensions["trainsvc.keys"]
+    tenant = cache.get(digest)
     if tenant is None:
-        raise ApiError(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
+        tenant = tenant_for_key(session, key.strip())
+        if tenant is None:
+            raise ApiError(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
+        cache.put(digest, tenant)
     wait = current_app.extensions["trainsvc.ratelimit"].hit(digest[:16])
     if wait is not None:
         raise ApiError(

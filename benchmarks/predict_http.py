@@ -1,0 +1,161 @@
+"""Predictions over HTTP under gunicorn: one-row requests at 1, 4 and 16 concurrent clients.
+
+    .venv/bin/python -m benchmarks.predict_http
+
+For a NumPy-trained and a Keras-trained model: p50 / p99 latency and requests/s; beside it,
+in-process Keras `model.predict` on one row. Clients are separate processes speaking raw HTTP
+over loopback (so the client's own cost stays small); they share the 2 cores with the server.
+Rate limiting is off for the run (it would cap one key at RATE_LIMIT_PER_MINUTE).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import socket
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import print_table
+from benchmarks.stack import KEY, prepare_database, start_gunicorn, stop, train_model
+
+ROW = [
+    0.1,
+    -1.2,
+    0.3,
+    2.0,
+    -0.5,
+    0.0,
+    1.1,
+    -0.7,
+    0.4,
+    0.9,
+    -1.5,
+    0.2,
+    0.8,
+    -0.3,
+    1.7,
+    -0.9,
+    0.6,
+    -0.1,
+    0.5,
+    1.0,
+]
+
+
+def request_bytes(port: int, model_id: str) -> bytes:
+    body = json.dumps({"instances": [ROW]}).encode()
+    head = (
+        f"POST /v1/models/{model_id}/predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Authorization: Bearer {KEY}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def one_request(port: int, payload: bytes) -> float:
+    started = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(payload)
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    elapsed = time.perf_counter() - started
+    response = b"".join(chunks)
+    if not response.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(response[:300].decode(errors="replace"))
+    return elapsed
+
+
+def client(args: tuple[int, bytes, int]) -> list[float]:
+    port, payload, count = args
+    return [one_request(port, payload) for _ in range(count)]
+
+
+def load(port: int, payload: bytes, clients: int, per_client: int) -> tuple[float, float, float]:
+    """p50 and p99 latency (ms) and requests/s with `clients` concurrent client processes."""
+    with multiprocessing.get_context("fork").Pool(clients) as pool:
+        started = time.perf_counter()
+        results = pool.map(client, [(port, payload, per_client)] * clients)
+        wall = time.perf_counter() - started
+    latencies = sorted(x for r in results for x in r)
+    p50 = statistics.median(latencies) * 1000
+    p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
+    return p50, p99, len(latencies) / wall
+
+
+def keras_predict_ms(db_url: str, model_id: str) -> float:
+    """Median time of in-process Keras `model.predict` on one row, same weights."""
+    from service.db import Database
+    from service.models import Job, Model
+    from service.spec import JobSpec
+    from worker.artifact import Artifact
+    from worker.engines import keras_engine
+
+    db = Database(db_url)
+    with db.begin() as session:
+        row = session.get(Model, model_id)
+        assert row is not None
+        job = session.get(Job, row.job_id)
+        assert job is not None
+        artifact = Artifact.from_bytes(row.weights)
+        spec = JobSpec.model_validate(job.spec)
+    model = keras_engine.build_model(spec, artifact.meta["n_features"])
+    keras_engine.import_arrays(model, artifact.arrays)
+    x = np.asarray([ROW], dtype=np.float32)
+    model.predict(x, verbose=0)
+    times = []
+    for _ in range(50):
+        started = time.perf_counter()
+        model.predict(x, verbose=0)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        url, db = prepare_database(tmp)
+        models = {"numpy": train_model(db, "numpy"), "keras": train_model(db, "keras")}
+        keras_ms = keras_predict_ms(url, models["keras"])
+        proc, port = start_gunicorn(url, tmp)
+        try:
+            rows = []
+            best_rps = 0.0
+            one_client_p50 = {}
+            one_client_p99 = {}
+            print(f"{'model':<8}{'clients':>8}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}")
+            for engine, model_id in models.items():
+                payload = request_bytes(port, model_id)
+                for _ in range(50):  # warm every gunicorn worker's model cache
+                    one_request(port, payload)
+                for clients, per_client in ((1, 2000), (4, 800), (16, 250)):
+                    p50, p99, rps = load(port, payload, clients, per_client)
+                    best_rps = max(best_rps, rps)
+                    if clients == 1:
+                        one_client_p50[engine], one_client_p99[engine] = p50, p99
+                    print(f"{engine:<8}{clients:>8}{p50:>9.2f}{p99:>9.2f}{rps:>9.0f}", flush=True)
+        finally:
+            stop(proc)
+    print(f"\nin-process keras model.predict, one row: {keras_ms:.2f} ms (median of 50)\n")
+    worst_p50 = max(one_client_p50.values())
+    worst_p99 = max(one_client_p99.values())
+    speedup = keras_ms / one_client_p50["keras"]
+    rows = [
+        ("p50, 1 client (worst model)", f"{worst_p50:.2f} ms", "<= 2 ms", worst_p50 <= 2),
+        ("p99, 1 client (worst model)", f"{worst_p99:.2f} ms", "<= 10 ms", worst_p99 <= 10),
+        ("keras model.predict / HTTP p50", f"{speedup:.1f}x", ">= 25x", speedup >= 25),
+        ("requests/s, best concurrency", f"{best_rps:.0f}", ">= 1500", best_rps >= 1500),
+    ]
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()

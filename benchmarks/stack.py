@@ -1,0 +1,108 @@
+"""A throwaway local stack for the benchmarks: SQLite, a key, trained models, gunicorn."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from service import migrate
+from service.auth import ensure_api_key
+from service.db import Database
+from service.jobs import create_job
+from service.spec import parse_spec
+from worker.jobs import run_job
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED: dict[str, Any] = json.loads((ROOT / "examples" / "seed_job.json").read_text())
+KEY = "bench-key-0123456789"
+
+
+class NoQueue:
+    def enqueue(self, job_id: str) -> None:
+        pass
+
+    def ready(self) -> bool:
+        return True
+
+
+def prepare_database(tmp: Path) -> tuple[str, Database]:
+    url = f"sqlite:///{tmp / 'bench.db'}"
+    migrate.upgrade(url)
+    db = Database(url)
+    with db.begin() as session:
+        ensure_api_key(session, "bench", KEY)
+    return url, db
+
+
+def train_model(db: Database, engine: str, **changes: Any) -> str:
+    """Train the seed job (or a variant) in this process; returns the model id."""
+    raw = copy.deepcopy(SEED)
+    raw.update(engine=engine, **changes)
+    spec = parse_spec(raw)
+    with db.begin() as session:
+        job = create_job(spec, session=session, tenant_id="bench", queue=NoQueue())
+        job_id = job.id
+    assert run_job(db, job_id) == "succeeded"
+    with db.begin() as session:
+        from service.models import Job
+
+        found = session.get(Job, job_id)
+        assert found is not None and found.model_id is not None
+        return found.model_id
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_gunicorn(url: str, tmp: Path, workers: int = 2, **env: str) -> tuple[Any, int]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+            "service.app:create_app()",
+        ],
+        env={
+            **os.environ,
+            "DATABASE_URL": url,
+            "BROKER_URL": f"filesystem://{tmp / 'broker'}",
+            "RATE_LIMIT_PER_MINUTE": "0",
+            **env,
+        },
+        cwd=ROOT,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc, port
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.1)
+
+
+def stop(proc: Any) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
