@@ -34,6 +34,8 @@ test: lint
 # Speed and accuracy figures (not tests): prints each benchmark's table with its targets.
 bench: $(STAMP)
 	$(PY) -m benchmarks.seed_job
+	$(PY) -m benchmarks.large_job
+	$(PY) -m benchmarks.predict_http
 
 # Heavier failure scenarios against real processes: one line of figures per scenario.
 reliability: $(STAMP)

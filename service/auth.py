@@ -7,6 +7,7 @@ import hmac
 import secrets
 import threading
 import time
+from collections.abc import Callable
 
 from flask import current_app, g, request
 from sqlalchemy import select
@@ -69,8 +70,11 @@ def tenant_for_key(session: Session, key: str) -> str | None:
     return row.tenant_id
 
 
-def authenticate(session: Session) -> str:
-    """The tenant of the request's bearer key; 401 without a valid one."""
+def authenticate(session: Callable[[], Session]) -> str:
+    """The tenant of the request's bearer key; 401 without a valid one.
+
+    `session` is called only when the key is not in the cache.
+    """
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
@@ -83,7 +87,7 @@ def authenticate(session: Session) -> str:
     cache: KeyCache = current_app.extensions["trainsvc.keys"]
     tenant = cache.get(digest)
     if tenant is None:
-        tenant = tenant_for_key(session, key.strip())
+        tenant = tenant_for_key(session(), key.strip())
         if tenant is None:
             raise ApiError(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
         cache.put(digest, tenant)

@@ -34,7 +34,7 @@ def close_session(_exc: BaseException | None = None) -> None:
 def tenant() -> str:
     """The authenticated tenant (authenticating on first use)."""
     if "tenant_id" not in g:
-        authenticate(session())
+        authenticate(session)
     tenant_id: str = g.tenant_id
     return tenant_id
 
