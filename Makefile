@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.seed_job
 	$(PY) -m benchmarks.large_job
 	$(PY) -m benchmarks.predict_http
+	$(PY) -m benchmarks.job_overhead
 
 # Heavier failure scenarios against real processes: one line of figures per scenario.
 reliability: $(STAMP)
