@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.large_job
 	$(PY) -m benchmarks.predict_http
 	$(PY) -m benchmarks.job_overhead
+	$(PY) -m benchmarks.memory
 
 # Heavier failure scenarios against real processes: one line of figures per scenario.
 reliability: $(STAMP)
