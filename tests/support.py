@@ -224,3 +224,34 @@ class RedisServer:
 
     def stop(self) -> None:
         self.kill()
+
+
+def diverging_spec(engine: str = "numpy") -> dict[str, Any]:
+    """A regression job whose loss blows up within a few epochs (SGD, learning rate 10)."""
+    return {
+        "engine": engine,
+        "name": "diverges",
+        "dataset": {
+            "builtin": "make_regression",
+            "params": {"n_samples": 300, "n_features": 5, "noise": 5},
+        },
+        "layers": [
+            {"type": "dense", "units": 32, "activation": "relu"},
+            {"type": "dense", "units": 1},
+        ],
+        "loss": "mse",
+        "optimizer": {"type": "sgd", "learning_rate": 10, "momentum": 0.9},
+        "epochs": 100,
+    }
+
+
+def raw_features(data: Any, scaled: Any) -> Any:
+    """Undo the stored standardization: the features a client would send for these rows."""
+    return scaled.astype("float64") * data.scaler_scale + data.scaler_mean
+
+
+def wait_for_log(worker: WorkerProcess, text: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in worker.log():
+        assert time.monotonic() < deadline, f"the worker never logged {text!r}"
+        time.sleep(0.1)

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import auth
 from tests.integration.conftest import Stack
-from tests.support import SEED_SPEC, wait_for_job
+from tests.support import SEED_SPEC, diverging_spec, wait_for_job
 
 pytestmark = pytest.mark.integration
 ALICE = auth("alice")
@@ -64,23 +64,7 @@ def test_cancelling_a_running_keras_job_stops_it_within_an_epoch(stack: Stack) -
 
 
 def test_a_diverging_keras_job_fails_with_code_diverged(stack: Stack) -> None:
-    job = submit(
-        stack,
-        {
-            "engine": "keras",
-            "dataset": {
-                "builtin": "make_regression",
-                "params": {"n_samples": 300, "n_features": 5, "noise": 5},
-            },
-            "layers": [
-                {"type": "dense", "units": 32, "activation": "relu"},
-                {"type": "dense", "units": 1},
-            ],
-            "loss": "mse",
-            "optimizer": {"type": "sgd", "learning_rate": 10, "momentum": 0.9},
-            "epochs": 100,
-        },
-    )
+    job = submit(stack, diverging_spec("keras"))
     done = wait_for_job(stack.client, job["id"], ALICE, timeout=120)
     assert done["status"] == "failed" and done["error"]["code"] == "diverged"
 

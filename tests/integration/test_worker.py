@@ -14,7 +14,7 @@ from service.models import Model
 from service.spec import parse_spec
 from tests.conftest import auth
 from tests.integration.conftest import Stack
-from tests.support import SEED_SPEC, wait_for_job
+from tests.support import SEED_SPEC, diverging_spec, raw_features, wait_for_job, wait_for_log
 from worker.datasets import prepare
 from worker.engines.numpy_engine.network import Network, fit
 from worker.engines.numpy_engine.optimizers import make_optimizer
@@ -71,7 +71,7 @@ def test_seed_job_trains_and_serves_the_engines_own_predictions(stack: Stack) ->
         on_epoch_end=lambda r: None,
     )
     assert data.scaler_mean is not None and data.scaler_scale is not None
-    raw_rows = data.X_test.astype(np.float64) * data.scaler_scale + data.scaler_mean
+    raw_rows = raw_features(data, data.X_test)
     response = stack.client.post(
         f"/v1/models/{done['model_id']}/predict",
         json={"instances": raw_rows.tolist()},
@@ -85,10 +85,7 @@ def test_seed_job_trains_and_serves_the_engines_own_predictions(stack: Stack) ->
 
     # A duplicate message for a finished job does nothing: still one attempt, one model.
     stack.client.application.extensions["trainsvc.queue"].enqueue(job["id"])
-    deadline = time.monotonic() + 30
-    while f"job {job['id']} is not queued any more" not in stack.worker.log():
-        assert time.monotonic() < deadline, "the duplicate message was not consumed"
-        time.sleep(0.1)
+    wait_for_log(stack.worker, f"job {job['id']} is not queued any more")
     again = stack.client.get(f"/v1/jobs/{job['id']}", headers=ALICE).get_json()
     assert again["status"] == "succeeded" and again["attempts"] == 1
     with stack.database.begin() as session:
@@ -116,10 +113,7 @@ def test_cancel_a_queued_and_a_running_job(stack: Stack) -> None:
     assert len(epochs["history"]) == done["progress"]["epoch"] >= 1
 
     # The cancelled job's message still reaches the worker, which leaves it alone.
-    deadline = time.monotonic() + 30
-    while f"job {queued['id']} is not queued any more" not in stack.worker.log():
-        assert time.monotonic() < deadline, "the cancelled job's message was not consumed"
-        time.sleep(0.1)
+    wait_for_log(stack.worker, f"job {queued['id']} is not queued any more")
     after = stack.client.get(f"/v1/jobs/{queued['id']}", headers=ALICE).get_json()
     assert after["status"] == "cancelled" and after["attempts"] == 0
     again = stack.client.post(f"/v1/jobs/{running['id']}/cancel", headers=ALICE)
@@ -127,23 +121,7 @@ def test_cancel_a_queued_and_a_running_job(stack: Stack) -> None:
 
 
 def test_a_diverging_job_fails_with_code_diverged(stack: Stack) -> None:
-    job = submit(
-        stack,
-        {
-            "name": "diverges",
-            "dataset": {
-                "builtin": "make_regression",
-                "params": {"n_samples": 300, "n_features": 5, "noise": 5},
-            },
-            "layers": [
-                {"type": "dense", "units": 32, "activation": "relu"},
-                {"type": "dense", "units": 1},
-            ],
-            "loss": "mse",
-            "optimizer": {"type": "sgd", "learning_rate": 10, "momentum": 0.9},
-            "epochs": 100,
-        },
-    )
+    job = submit(stack, diverging_spec("numpy"))
     done = wait_for_job(stack.client, job["id"], ALICE)
     assert done["status"] == "failed"
     assert done["error"]["code"] == "diverged" and "learning rate" in done["error"]["message"]

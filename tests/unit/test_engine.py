@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from service.spec import JobSpec, parse_spec
-from tests.support import SEED_SPEC
+from tests.support import SEED_SPEC, diverging_spec, raw_features
 from worker.datasets import prepare
 from worker.engines.base import Diverged, EpochRecord
 from worker.engines.numpy_engine.network import Network, fit, train
@@ -66,29 +66,15 @@ def test_runtime_matches_the_engine_on_test_rows() -> None:
     engine_out = net.predict(data.X_test)
     # The runtime takes raw features and applies the stored scaler itself.
     assert data.scaler_mean is not None and data.scaler_scale is not None
-    raw = data.X_test.astype(np.float64) * data.scaler_scale + data.scaler_mean
+    raw = raw_features(data, data.X_test)
     np.testing.assert_allclose(predictor.outputs(raw), engine_out, atol=1e-5)
 
 
 def test_divergence_raises_with_the_epoch() -> None:
-    spec = parse_spec(
-        {
-            "dataset": {
-                "builtin": "make_regression",
-                "params": {"n_samples": 200, "n_features": 5, "noise": 10},
-            },
-            "layers": [
-                {"type": "dense", "units": 16, "activation": "relu"},
-                {"type": "dense", "units": 1},
-            ],
-            "loss": "mse",
-            "optimizer": {"type": "sgd", "learning_rate": 10.0, "momentum": 0.9},
-            "epochs": 50,
-        }
-    )
+    spec = parse_spec(diverging_spec())
     with pytest.raises(Diverged) as info:
         train(spec, prepare(spec), lambda r: None)
-    assert info.value.epoch <= 50
+    assert info.value.epoch <= 100
     assert "learning rate" in str(info.value)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from service.spec import SGD, Adam, RMSprop, parse_spec
-from tests.support import SEED_SPEC
+from tests.support import SEED_SPEC, raw_features
 from worker.artifact import describe_layers
 from worker.datasets import prepare
 from worker.engines.base import EngineResult
@@ -167,5 +167,5 @@ def test_runtime_matches_keras_predict_on_the_seed_job() -> None:
     )
     predictor = Predictor.from_bytes(build_artifact(spec, data, result).to_bytes())
     assert data.scaler_mean is not None and data.scaler_scale is not None
-    raw_rows = data.X_test.astype(np.float64) * data.scaler_scale + data.scaler_mean
+    raw_rows = raw_features(data, data.X_test)
     np.testing.assert_allclose(predictor.outputs(raw_rows), expected, atol=1e-5)

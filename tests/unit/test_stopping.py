@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from service.spec import EarlyStopping, SpecError, parse_spec
+from tests.support import raw_features
 from worker.datasets import prepare
 from worker.engines.base import EpochRecord
 from worker.engines.stopping import StopPolicy
@@ -92,7 +93,7 @@ def val_loss_of_stored_model(spec_raw: dict[str, Any], train: Any) -> tuple[floa
     predictor = Predictor.from_bytes(build_artifact(spec, data, result).to_bytes())
     assert data.X_val is not None and data.T_val is not None
     assert data.scaler_mean is not None and data.scaler_scale is not None
-    raw_val = data.X_val.astype(np.float64) * data.scaler_scale + data.scaler_mean
+    raw_val = raw_features(data, data.X_val)
     probs = predictor.outputs(raw_val).astype(np.float64)
     loss = -np.mean(np.log(np.clip(probs[np.arange(len(probs)), data.T_val], 1e-7, 1)))
     return float(loss), result
