@@ -133,7 +133,7 @@ def import_arrays(model: Any, arrays: dict[str, NDArray]) -> None:
             layer.set_weights([arrays[f"layers.{i}.{name}"] for name in names])
 
 
-def _finite(value: Any) -> float | None:
+def _float_or_none(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
@@ -159,9 +159,9 @@ def fit_model(
             record = EpochRecord(
                 epoch=epoch + 1,
                 loss=float(logs.get("loss", math.nan)),
-                accuracy=_finite(logs.get("accuracy")),
-                val_loss=_finite(logs.get("val_loss")),
-                val_accuracy=_finite(logs.get("val_accuracy")),
+                accuracy=_float_or_none(logs.get("accuracy")),
+                val_loss=_float_or_none(logs.get("val_loss")),
+                val_accuracy=_float_or_none(logs.get("val_accuracy")),
                 seconds=time.perf_counter() - state["started"],
             )
             if not math.isfinite(record.loss):
@@ -209,7 +209,7 @@ def train(spec: JobSpec, data: PreparedData, on_epoch_end: EpochCallback) -> Eng
             arrays=export_arrays(model),
             history=history,
             test_loss=float(scores["loss"]),
-            test_accuracy=_finite(scores.get("accuracy")),
+            test_accuracy=_float_or_none(scores.get("accuracy")),
             info=policy.info(),
         )
     finally:
