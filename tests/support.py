@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from flask.testing import FlaskClient
 
 from service.db import normalize_url
+from service.stack import redis_answers
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_SPEC: dict[str, Any] = json.loads((ROOT / "examples" / "seed_job.json").read_text())
@@ -26,13 +27,11 @@ SEED_SPEC: dict[str, Any] = json.loads((ROOT / "examples" / "seed_job.json").rea
 def redis_url() -> str | None:
     """REDIS_URL if set, else the local Redis, if it answers."""
     url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    if redis_answers(url):
         return url
-    except redis.RedisError:
-        if os.environ.get("REDIS_URL") or os.environ.get("CI"):
-            raise RuntimeError(f"Redis at {url} does not answer") from None
-        return None
+    if os.environ.get("REDIS_URL") or os.environ.get("CI"):
+        raise RuntimeError(f"Redis at {url} does not answer")
+    return None
 
 
 def postgres_admin_url() -> str | None:
@@ -255,3 +254,34 @@ def wait_for_log(worker: WorkerProcess, text: str, timeout: float = 30) -> None:
     while text not in worker.log():
         assert time.monotonic() < deadline, f"the worker never logged {text!r}"
         time.sleep(0.1)
+
+
+def overfitting_spec(engine: str, **changes: Any) -> dict[str, Any]:
+    """A big network on a small noisy set: it overfits within a few epochs, so early
+    stopping on val_loss (patience 3, best weights restored) triggers."""
+    spec: dict[str, Any] = {
+        "engine": engine,
+        "dataset": {
+            "builtin": "make_classification",
+            "params": {
+                "n_samples": 300,
+                "n_features": 20,
+                "n_informative": 3,
+                "flip_y": 0.3,
+                "random_state": 1,
+            },
+        },
+        "split": {"test_size": 0.2, "validation_split": changes.pop("validation_split", 0.3)},
+        "preprocessing": {"standardize": True},
+        "layers": [
+            {"type": "dense", "units": 128, "activation": "relu"},
+            {"type": "dense", "units": 2, "activation": "softmax"},
+        ],
+        "loss": "sparse_categorical_crossentropy",
+        "optimizer": {"type": "adam", "learning_rate": 0.01},
+        "epochs": 200,
+        "batch_size": 16,
+        "early_stopping": {"monitor": "val_loss", "patience": 3, "restore_best_weights": True},
+    }
+    spec.update(changes)
+    return spec

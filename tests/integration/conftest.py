@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -21,7 +22,7 @@ from service import migrate
 from service.app import create_app
 from service.config import Settings
 from service.db import Database
-from tests.conftest import add_keys
+from tests.conftest import add_keys, auth
 from tests.support import WorkerProcess, postgres_admin_url, redis_url, scratch_postgres
 
 
@@ -31,6 +32,14 @@ class Stack:
     database: Database
     worker: WorkerProcess
     settings: Settings
+
+
+def submit(stack: Stack, spec: dict[str, Any]) -> dict[str, Any]:
+    """POST a job as alice; it must be accepted."""
+    response = stack.client.post("/v1/jobs", json=spec, headers=auth("alice"))
+    assert response.status_code == 202, response.get_json()
+    job: dict[str, Any] = response.get_json()
+    return job
 
 
 @pytest.fixture(scope="session")

@@ -4,23 +4,15 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any
 
 import pytest
 
 from tests.conftest import auth
-from tests.integration.conftest import Stack
-from tests.support import SEED_SPEC, diverging_spec, wait_for_job
+from tests.integration.conftest import Stack, submit
+from tests.support import SEED_SPEC, diverging_spec, overfitting_spec, wait_for_job
 
 pytestmark = pytest.mark.integration
 ALICE = auth("alice")
-
-
-def submit(stack: Stack, spec: dict[str, Any]) -> dict[str, Any]:
-    response = stack.client.post("/v1/jobs", json=spec, headers=ALICE)
-    assert response.status_code == 202, response.get_json()
-    job: dict[str, Any] = response.get_json()
-    return job
 
 
 def test_seed_job_on_keras_succeeds_and_serves_predictions(stack: Stack) -> None:
@@ -71,33 +63,7 @@ def test_a_diverging_keras_job_fails_with_code_diverged(stack: Stack) -> None:
 
 @pytest.mark.parametrize("engine", ["numpy", "keras"])
 def test_an_early_stopped_job_reports_its_stop_and_best_epoch(stack: Stack, engine: str) -> None:
-    job = submit(
-        stack,
-        {
-            "engine": engine,
-            "dataset": {
-                "builtin": "make_classification",
-                "params": {
-                    "n_samples": 300,
-                    "n_features": 20,
-                    "n_informative": 3,
-                    "flip_y": 0.3,
-                    "random_state": 1,
-                },
-            },
-            "split": {"validation_split": 0.3},
-            "preprocessing": {"standardize": True},
-            "layers": [
-                {"type": "dense", "units": 128, "activation": "relu"},
-                {"type": "dense", "units": 2, "activation": "softmax"},
-            ],
-            "loss": "sparse_categorical_crossentropy",
-            "optimizer": {"type": "adam", "learning_rate": 0.01},
-            "epochs": 200,
-            "batch_size": 16,
-            "early_stopping": {"patience": 3, "restore_best_weights": True},
-        },
-    )
+    job = submit(stack, overfitting_spec(engine))
     done = wait_for_job(stack.client, job["id"], ALICE, timeout=180)
     assert done["status"] == "succeeded", done["error"]
     training = done["training"]

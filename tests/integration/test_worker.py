@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from service.models import Model
 from service.spec import parse_spec
 from tests.conftest import auth
-from tests.integration.conftest import Stack
+from tests.integration.conftest import Stack, submit
 from tests.support import SEED_SPEC, diverging_spec, raw_features, wait_for_job, wait_for_log
 from worker.datasets import prepare
 from worker.engines.numpy_engine.network import Network, fit
@@ -21,13 +21,6 @@ from worker.engines.numpy_engine.optimizers import make_optimizer
 
 pytestmark = pytest.mark.integration
 ALICE = auth("alice")
-
-
-def submit(stack: Stack, spec: dict[str, Any]) -> dict[str, Any]:
-    response = stack.client.post("/v1/jobs", json=spec, headers=ALICE)
-    assert response.status_code == 202, response.get_json()
-    job: dict[str, Any] = response.get_json()
-    return job
 
 
 def long_spec(name: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from service.spec import EarlyStopping, SpecError, parse_spec
-from tests.support import raw_features
+from tests.support import overfitting_spec, raw_features
 from worker.datasets import prepare
 from worker.engines.base import EpochRecord
 from worker.engines.stopping import StopPolicy
@@ -53,37 +53,8 @@ def test_min_delta_and_max_mode() -> None:
 
 def test_val_monitor_needs_a_validation_split() -> None:
     with pytest.raises(SpecError) as info:
-        parse_spec(overfit_spec("numpy", validation_split=0.0))
+        parse_spec(overfitting_spec("numpy", validation_split=0.0))
     assert info.value.details[0]["field"] == "early_stopping.monitor"
-
-
-def overfit_spec(engine: str, **changes: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "engine": engine,
-        "dataset": {
-            "builtin": "make_classification",
-            "params": {
-                "n_samples": 300,
-                "n_features": 20,
-                "n_informative": 3,
-                "flip_y": 0.3,
-                "random_state": 1,
-            },
-        },
-        "split": {"test_size": 0.2, "validation_split": changes.pop("validation_split", 0.3)},
-        "preprocessing": {"standardize": True},
-        "layers": [
-            {"type": "dense", "units": 128, "activation": "relu"},
-            {"type": "dense", "units": 2, "activation": "softmax"},
-        ],
-        "loss": "sparse_categorical_crossentropy",
-        "optimizer": {"type": "adam", "learning_rate": 0.01},
-        "epochs": 200,
-        "batch_size": 16,
-        "early_stopping": {"monitor": "val_loss", "patience": 3, "restore_best_weights": True},
-    }
-    spec.update(changes)
-    return spec
 
 
 def val_loss_of_stored_model(spec_raw: dict[str, Any], train: Any) -> tuple[float, Any]:
@@ -114,7 +85,7 @@ def engines() -> list[Any]:
 
 @pytest.mark.parametrize(("train", "engine"), engines())
 def test_early_stop_restores_the_best_epoch(train: Any, engine: str) -> None:
-    stored_loss, result = val_loss_of_stored_model(overfit_spec(engine), train)
+    stored_loss, result = val_loss_of_stored_model(overfitting_spec(engine), train)
     info = result.info
     assert info["stop_reason"] == "early_stopping"
     assert info["stopped_epoch"] == info["best_epoch"] + 3 < 200
@@ -126,7 +97,7 @@ def test_early_stop_restores_the_best_epoch(train: Any, engine: str) -> None:
 
 @pytest.mark.parametrize(("train", "engine"), engines())
 def test_best_weights_are_restored_even_without_an_early_stop(train: Any, engine: str) -> None:
-    spec = overfit_spec(engine, epochs=30)
+    spec = overfitting_spec(engine, epochs=30)
     spec["early_stopping"]["patience"] = 1000
     stored_loss, result = val_loss_of_stored_model(spec, train)
     info = result.info
@@ -139,7 +110,7 @@ def test_best_weights_are_restored_even_without_an_early_stop(train: Any, engine
 
 @pytest.mark.parametrize(("train", "engine"), engines())
 def test_max_seconds_stops_after_the_epoch_that_ran_out(train: Any, engine: str) -> None:
-    raw = overfit_spec(engine, epochs=10_000, max_seconds=1.5)
+    raw = overfitting_spec(engine, epochs=10_000, max_seconds=1.5)
     del raw["early_stopping"]
     spec = parse_spec(raw)
     result = train(spec, prepare(spec), lambda r: None)
