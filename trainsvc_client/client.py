@@ -1,0 +1,411 @@
+"""`Client`: the training service's HTTP API from Python, with the standard library only."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from trainsvc_client.sse import ServerSentEvent, iter_lines, parse_events
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+USER_AGENT = "trainsvc-client/0.1"
+# The server sends a keepalive comment every 15 s; a quieter stream than this is a dead one.
+STREAM_READ_TIMEOUT = 45.0
+
+Json = dict[str, Any]
+
+
+class TrainsvcError(Exception):
+    """Base class of every error the client raises."""
+
+
+class ConnectError(TrainsvcError):
+    """The service could not be reached (refused, unknown host, timed out, dropped)."""
+
+
+class WaitTimeout(TrainsvcError, TimeoutError):
+    """`Client.wait` gave up before the job finished."""
+
+
+class ApiError(TrainsvcError):
+    """An error answer from the service: `{"error": {"code", "message", "details"}}`."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: list[dict[str, Any]] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(status, code, message, details or [])
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or []
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        text = f"{self.message} ({self.status} {self.code})"
+        problems = []
+        for item in self.details:
+            if isinstance(item, dict) and "message" in item:
+                field = item.get("field")
+                problems.append(f"{field}: {item['message']}" if field else str(item["message"]))
+            else:
+                problems.append(str(item))
+        if problems:
+            text += ": " + "; ".join(problems)
+        return text
+
+    @classmethod
+    def from_response(cls, status: int, body: bytes, headers: Any = None) -> ApiError:
+        """Build from an HTTP error answer, whether or not it has the service's error body."""
+        retry_after = None
+        if headers is not None and headers.get("Retry-After"):
+            try:
+                retry_after = float(headers["Retry-After"])
+            except ValueError:
+                retry_after = None
+        try:
+            error = json.loads(body)["error"]
+            return cls(
+                status,
+                str(error.get("code") or "error"),
+                str(error.get("message") or "") or http.client.responses.get(status, "HTTP error"),
+                list(error.get("details") or []),
+                retry_after,
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            reason = http.client.responses.get(status, "HTTP error")
+            snippet = body[:200].decode("utf-8", errors="replace").strip()
+            message = f"{reason}: {snippet}" if snippet else reason
+            return cls(status, "http_error", message, [], retry_after)
+
+
+def _job_id(job_or_id: str | Json) -> str:
+    return str(job_or_id["id"]) if isinstance(job_or_id, dict) else job_or_id
+
+
+class Client:
+    """The service's v1 HTTP API. URL and key default to $TRAINSVC_URL and $TRAINSVC_API_KEY."""
+
+    def __init__(
+        self, base_url: str | None = None, api_key: str | None = None, timeout: float = 30
+    ) -> None:
+        self.base_url = (base_url or os.environ.get("TRAINSVC_URL") or DEFAULT_URL).rstrip("/")
+        if urllib.parse.urlsplit(self.base_url).scheme not in ("http", "https"):
+            raise ValueError(
+                f"the service URL must start with http:// or https://: {self.base_url}"
+            )
+        self.api_key = api_key if api_key is not None else os.environ.get("TRAINSVC_API_KEY")
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"Client({self.base_url!r})"
+
+    # -- transport ---------------------------------------------------------------------------
+
+    def url(self, path: str, params: dict[str, Any] | None = None) -> str:
+        """The absolute URL of an API path, with the non-None `params` as its query."""
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        url = self.base_url + path
+        return f"{url}?{urllib.parse.urlencode(query)}" if query else url
+
+    def open(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> http.client.HTTPResponse:
+        """Send one request and return the open response; error answers raise `ApiError`."""
+        url = self.url(path, params)
+        all_headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        if self.api_key:
+            all_headers["Authorization"] = f"Bearer {self.api_key}"
+        if content_type:
+            all_headers["Content-Type"] = content_type
+        all_headers.update(headers or {})
+        # The scheme is checked to be http or https in __init__.
+        request = urllib.request.Request(url, data=body, headers=all_headers, method=method)  # noqa: S310
+        try:
+            response: http.client.HTTPResponse = urllib.request.urlopen(  # noqa: S310
+                request, timeout=self.timeout if timeout is None else timeout
+            )
+        except urllib.error.HTTPError as exc:
+            with exc:
+                raise ApiError.from_response(exc.code, exc.read(), exc.headers) from None
+        except urllib.error.URLError as exc:
+            raise ConnectError(self._unreachable(exc.reason)) from None
+        except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+            raise ConnectError(self._unreachable(exc)) from None
+        return response
+
+    def _unreachable(self, reason: object) -> str:
+        if isinstance(reason, ConnectionRefusedError):
+            why = "connection refused (is the service running?)"
+        elif isinstance(reason, TimeoutError | socket.timeout):
+            why = f"no answer within {self.timeout:g} s"
+        elif isinstance(reason, socket.gaierror):
+            why = f"unknown host ({reason.strerror})"
+        else:
+            why = str(reason) or type(reason).__name__
+        return f"cannot reach the service at {self.base_url}: {why}"
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json_body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        """Send a request (with an optional JSON body) and return the decoded JSON answer."""
+        body = None if json_body is None else json.dumps(json_body).encode()
+        content_type = None if json_body is None else "application/json"
+        response = self.open(
+            method, path, params=params, body=body, content_type=content_type, headers=headers
+        )
+        with response:
+            try:
+                raw = response.read()
+            except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+                raise ConnectError(self._unreachable(exc)) from None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise ApiError(
+                response.status, "bad_response", f"the answer to {method} {path} is not JSON"
+            ) from None
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    def submit(self, spec: Json, dry_run: bool = False, idempotency_key: str | None = None) -> Json:
+        """Submit a job spec: the queued job, or with `dry_run` the model summary only."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        params = {"dry_run": "true"} if dry_run else None
+        result: Json = self.request(
+            "POST", "/v1/jobs", params=params, json_body=spec, headers=headers
+        )
+        return result
+
+    def job(self, job_id: str) -> Json:
+        """One job."""
+        result: Json = self.request("GET", f"/v1/jobs/{_quote(job_id)}")
+        return result
+
+    def jobs(self, status: str | None = None, limit: int = 20, cursor: str | None = None) -> Json:
+        """One page of jobs, newest first: `{"items": [...], "next_cursor": ...}`."""
+        params = {"status": status, "limit": limit, "cursor": cursor}
+        result: Json = self.request("GET", "/v1/jobs", params=params)
+        return result
+
+    def iter_jobs(self, status: str | None = None, page_size: int = 100) -> Iterator[Json]:
+        """Every job, newest first, fetching pages as needed."""
+        cursor = None
+        while True:
+            page = self.jobs(status=status, limit=page_size, cursor=cursor)
+            yield from page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def metrics(self, job_id: str) -> Json:
+        """A job's per-epoch history: `{"job_id", "history": [...]}`."""
+        result: Json = self.request("GET", f"/v1/jobs/{_quote(job_id)}/metrics")
+        return result
+
+    def cancel(self, job_id: str) -> Json:
+        """Cancel a job (a running one stops after its current epoch); 409 once it finished."""
+        result: Json = self.request("POST", f"/v1/jobs/{_quote(job_id)}/cancel")
+        return result
+
+    def plot(self, job_id: str) -> bytes:
+        """The job's learning curves as PNG bytes."""
+        response = self.open(
+            "GET", f"/v1/jobs/{_quote(job_id)}/plot.png", headers={"Accept": "image/png"}
+        )
+        with response:
+            data: bytes = response.read()
+        return data
+
+    # -- live progress -----------------------------------------------------------------------
+
+    def stream(
+        self, job_id: str, last_event_id: str | None = None, read_timeout: float | None = None
+    ) -> Iterator[ServerSentEvent]:
+        """A job's raw Server-Sent Events, from after `last_event_id` until the stream ends."""
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = last_event_id
+        response = self.open(
+            "GET",
+            f"/v1/jobs/{_quote(job_id)}/events",
+            headers=headers,
+            timeout=read_timeout if read_timeout else max(self.timeout, STREAM_READ_TIMEOUT),
+        )
+        with response:
+            content_type = response.headers.get("Content-Type", "")
+            if not content_type.startswith("text/event-stream"):
+                raise ApiError(
+                    response.status,
+                    "bad_response",
+                    f"expected an event stream from {self.url(f'/v1/jobs/{job_id}/events')}, "
+                    f"got {content_type or 'no content type'}",
+                )
+            yield from parse_events(iter_lines(_chunks(response)), last_event_id)
+
+    def events(self, job_id: str, after: int | None = None) -> Iterator[tuple[str, Any]]:
+        """(event, data) pairs from the job's event stream; `after` skips epochs up to it."""
+        for event in self.stream(job_id, None if after is None else str(after)):
+            yield event.event, _decode(event.data)
+
+    def wait(
+        self,
+        job_id: str | Json,
+        on_epoch: Callable[[Json], object] | None = None,
+        on_status: Callable[[Json], object] | None = None,
+        timeout: float | None = None,
+        max_reconnects: int = 5,
+    ) -> Json:
+        """Follow a job's events until it finishes and return the final job.
+
+        Reconnects with Last-Event-ID when the stream drops; gives up after `max_reconnects`
+        attempts in a row that receive nothing, or raises `WaitTimeout` after `timeout` seconds.
+        """
+        job_id = _job_id(job_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last_id: str | None = None
+        last_job: Json | None = None
+        failures = 0
+        delay = 0.5
+        while True:
+            received = False
+            error: ConnectError | None = None
+            read_timeout = max(self.timeout, STREAM_READ_TIMEOUT)
+            if deadline is not None:
+                read_timeout = min(read_timeout, max(deadline - time.monotonic(), 0.1))
+            try:
+                for event in self.stream(job_id, last_id, read_timeout=read_timeout):
+                    received = True
+                    last_id = event.id if event.id is not None else last_id
+                    if event.retry is not None:
+                        delay = event.retry / 1000
+                    data = _decode(event.data)
+                    if event.event == "epoch" and on_epoch is not None:
+                        on_epoch(data)
+                    elif event.event == "status":
+                        last_job = data
+                        if on_status is not None:
+                            on_status(data)
+            except ApiError as exc:
+                if exc.status not in (502, 503, 504):
+                    raise
+                error = ConnectError(f"the service at {self.base_url} answered {exc}")
+            except ConnectError as exc:
+                error = exc
+            except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+                error = ConnectError(
+                    f"lost the event stream of job {job_id} at {self.base_url}: "
+                    f"{exc or type(exc).__name__}"
+                )
+            if last_job is not None and last_job.get("status") in TERMINAL:
+                return last_job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"job {job_id} did not finish within {timeout:g} s")
+            failures = 0 if received else failures + 1
+            if failures > max_reconnects:
+                raise error or ConnectError(
+                    f"the event stream of job {job_id} keeps ending before the job finishes"
+                )
+            pause = min(delay * 2 ** max(failures - 1, 0), 10.0)
+            if deadline is not None:
+                pause = min(pause, max(deadline - time.monotonic(), 0))
+            time.sleep(pause)
+
+    # -- models ------------------------------------------------------------------------------
+
+    def model(self, model_id: str) -> Json:
+        """A model's metadata."""
+        result: Json = self.request("GET", f"/v1/models/{_quote(model_id)}")
+        return result
+
+    def predict(self, model_id: str, instances: list[list[Any]]) -> Json:
+        """Predictions for rows of raw features: `predictions` (and `probabilities`)."""
+        result: Json = self.request(
+            "POST",
+            f"/v1/models/{_quote(model_id)}/predict",
+            json_body={"instances": instances},
+        )
+        return result
+
+    # -- datasets ----------------------------------------------------------------------------
+
+    def upload_dataset(
+        self, path_or_file: str | os.PathLike[str] | IO[bytes], label: str, name: str | None = None
+    ) -> Json:
+        """Upload a CSV file (header row, `label` names the target column) as a dataset."""
+        if isinstance(path_or_file, str | os.PathLike):
+            path = Path(path_or_file)
+            data = path.read_bytes()
+            name = name or path.stem
+        else:
+            data = path_or_file.read()
+        response = self.open(
+            "POST",
+            "/v1/datasets",
+            params={"label": label, "name": name},
+            body=data,
+            content_type="text/csv",
+        )
+        with response:
+            result: Json = json.loads(response.read())
+        return result
+
+    def datasets(self, limit: int | None = None, cursor: str | None = None) -> Json:
+        """One page of datasets, newest first: `{"items": [...], "next_cursor": ...}`."""
+        result: Json = self.request(
+            "GET", "/v1/datasets", params={"limit": limit, "cursor": cursor}
+        )
+        return result
+
+    def dataset(self, dataset_id: str) -> Json:
+        """One dataset: rows, columns, features, label and label counts."""
+        result: Json = self.request("GET", f"/v1/datasets/{_quote(dataset_id)}")
+        return result
+
+
+def _quote(segment: str) -> str:
+    return urllib.parse.quote(str(segment), safe="")
+
+
+def _decode(data: str) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        return data
+
+
+def _chunks(response: http.client.HTTPResponse) -> Iterator[bytes]:
+    """Whatever bytes have arrived, as soon as they arrive, until the end of the body."""
+    while True:
+        chunk = response.read1(65536)
+        if not chunk:
+            return
+        yield chunk
