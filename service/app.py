@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from service.api import docs, health, jobs, models
+from service.api import datasets, docs, health, jobs, models
 from service.api.common import close_session
 from service.auth import KeyCache
 from service.config import Settings
@@ -36,6 +36,6 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None) 
     )
     app.teardown_appcontext(close_session)
     register_error_handlers(app)
-    for blueprint in (health.bp, docs.bp, jobs.bp, models.bp):
+    for blueprint in (health.bp, docs.bp, jobs.bp, models.bp, datasets.bp):
         app.register_blueprint(blueprint)
     return app

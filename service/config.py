@@ -49,6 +49,11 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "REAP_INTERVAL_SECONDS": ("reap_interval_seconds", float),
     "MAX_ATTEMPTS": ("max_attempts", int),
     "RATE_LIMIT_PER_MINUTE": ("rate_limit_per_minute", int),
+    "MAX_DATASET_BYTES": ("max_dataset_bytes", int),
+    "MAX_DATASET_ROWS": ("max_dataset_rows", int),
+    "SECRET_KEY": ("secret_key", str),
+    "LOG_FORMAT": ("log_format", str),
+    "LOG_LEVEL": ("log_level", str),
 }
 
 
@@ -87,6 +92,15 @@ class Settings:
     max_attempts: int = 3
     # Requests per minute per API key (0: no limit); over it, 429 with Retry-After.
     rate_limit_per_minute: int = 3000
+    # An uploaded CSV may be at most this large and this long.
+    max_dataset_bytes: int = 16 * 1024 * 1024
+    max_dataset_rows: int = 200_000
+    # Signs the dashboard's session cookie; every API process must share it. Empty: a random
+    # key per process (fine for one process; `make run` writes one to var/secret-key).
+    secret_key: str = ""
+    # "json" (one object per line, with the job id where there is one) or "text".
+    log_format: str = "json"
+    log_level: str = "INFO"
 
     @property
     def effective_broker_url(self) -> str:
@@ -122,6 +136,8 @@ class Settings:
         """Refuse settings that would break the worker's delivery guarantees."""
         if self.stale_after_seconds < 2 * self.heartbeat_seconds:
             raise ValueError("STALE_AFTER_SECONDS must be at least twice HEARTBEAT_SECONDS")
+        if self.log_format not in ("json", "text"):
+            raise ValueError("LOG_FORMAT must be json or text")
         if self.max_attempts < 1:
             raise ValueError("MAX_ATTEMPTS must be at least 1")
         if self.job_soft_time_limit >= self.job_time_limit:

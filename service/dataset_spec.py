@@ -6,7 +6,16 @@ import math
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    ValidationInfo,
+    model_validator,
+)
 
 MAX_SAMPLES = 1_000_000
 MAX_FEATURES = 10_000
@@ -237,8 +246,52 @@ class Inline(Strict):
         raise ValueError("regression targets must be numbers, or lists of numbers of one width")
 
 
+@dataclass(frozen=True)
+class UploadedInfo:
+    """What validation needs to know of an uploaded dataset."""
+
+    rows: int
+    n_features: int
+    label_kind: str  # "int", "str" or "float"
+    n_labels: int | None  # distinct labels; None for fractional or too many
+
+
+# The validation context key holding a function from dataset id to UploadedInfo (or None).
+DATASETS_CONTEXT = "datasets"
+
+
 class Uploaded(Strict):
-    dataset_id: str
+    dataset_id: str = Field(min_length=1, max_length=36)
+    _info: UploadedInfo | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> Uploaded:
+        lookup = (info.context or {}).get(DATASETS_CONTEXT)
+        if lookup is not None:
+            found = lookup(self.dataset_id)
+            if found is None:
+                raise ValueError(f"no dataset with id {self.dataset_id!r}")
+            self._info = found
+        return self
+
+    def shape_for(self, task: Literal["classification", "regression"]) -> DataShape:
+        """Shape of the uploaded data read as `task`; raises ValueError if the labels do not fit."""
+        found = self._info
+        if found is None:
+            raise ValueError("the dataset was not looked up (validate with its owner's datasets)")
+        if task == "regression":
+            if found.label_kind == "str":
+                raise ValueError("the label column holds text: use a classification loss")
+            return DataShape(task, found.rows, found.n_features, n_targets=1)
+        if found.label_kind == "float":
+            raise ValueError(
+                "the label column holds fractional numbers: use mse, or whole-number class labels"
+            )
+        if found.n_labels is None or found.n_labels > MAX_CLASSES:
+            raise ValueError(f"the label column has more than {MAX_CLASSES} distinct classes")
+        if found.n_labels < 2:
+            raise ValueError("classification needs at least two distinct labels")
+        return DataShape(task, found.rows, found.n_features, n_classes=found.n_labels)
 
 
 def _dataset_tag(value: Any) -> str | None:

@@ -1,4 +1,4 @@
-"""SQLAlchemy models: tenants and their API keys, jobs, per-epoch metrics, trained models."""
+"""SQLAlchemy models: tenants, API keys, jobs, per-epoch metrics, trained models, datasets."""
 
 from __future__ import annotations
 
@@ -99,6 +99,8 @@ class Job(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     model_id: Mapped[str | None] = mapped_column(String(36))
+    # Wall time from claim to the worker's end of the job (for /metrics); NULL if it never ran.
+    train_seconds: Mapped[float | None] = mapped_column(Float)
 
 
 class JobMetric(Base):
@@ -124,4 +126,25 @@ class Model(Base):
     meta: Mapped[dict[str, Any]] = mapped_column(JSON)
     # The portable artifact: `.npz` bytes, always read with allow_pickle=False.
     weights: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Dataset(Base):
+    """An uploaded CSV, parsed: its columns, the label column, and the arrays as `.npz`."""
+
+    __tablename__ = "datasets"
+    __table_args__ = (Index("ix_datasets_tenant_id", "tenant_id", "id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    label: Mapped[str] = mapped_column(String(200))
+    columns: Mapped[list[str]] = mapped_column(JSON)  # as in the header row, label included
+    rows: Mapped[int] = mapped_column(Integer)
+    # "int", "str" (class labels) or "float" (regression targets only).
+    label_kind: Mapped[str] = mapped_column(String(8))
+    label_counts: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    size_bytes: Mapped[int] = mapped_column(Integer)  # of the CSV as uploaded
+    # X (float64) and y as `.npz`, always read with allow_pickle=False.
+    data: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -36,6 +36,7 @@ def openapi_document() -> dict[str, Any]:
     c = _Components()
     error = c.ref(schemas.ErrorResponse)
     job = c.ref(schemas.JobOut)
+    dataset = c.ref(schemas.DatasetOut)
 
     def errors(*codes: int) -> dict[str, Any]:
         text = {
@@ -136,6 +137,77 @@ def openapi_document() -> dict[str, Any]:
                     "202": _json(job, "Cancelled, or asked to stop after this epoch"),
                     **errors(404, 409, *common),
                 },
+            }
+        },
+        "/v1/datasets": {
+            "post": {
+                "summary": "Upload a CSV dataset (a header row; one label column)",
+                "operationId": "uploadDataset",
+                "parameters": [
+                    {
+                        "name": "label",
+                        "in": "query",
+                        "required": True,
+                        "schema": {"type": "string"},
+                        "description": "The label column (or a `label` form field)",
+                    },
+                    {"name": "name", "in": "query", "schema": {"type": "string"}},
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "text/csv": {"schema": {"type": "string"}},
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "file": {"type": "string", "format": "binary"},
+                                    "label": {"type": "string"},
+                                    "name": {"type": "string"},
+                                },
+                                "required": ["file"],
+                            }
+                        },
+                    },
+                },
+                "responses": {
+                    "201": {
+                        **_json(dataset, 'Stored; use it as {"dataset_id": ID} in a job spec'),
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                    },
+                    **errors(413, 415, 422, *common),
+                },
+            },
+            "get": {
+                "summary": "List datasets, newest first",
+                "operationId": "listDatasets",
+                "parameters": [
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+                    },
+                    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": _json(c.ref(schemas.DatasetList), "A page of datasets"),
+                    **errors(422, *common),
+                },
+            },
+        },
+        "/v1/datasets/{dataset_id}": {
+            "get": {
+                "summary": "Read a dataset's description (rows, columns, label counts)",
+                "operationId": "getDataset",
+                "parameters": [
+                    {
+                        "name": "dataset_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {"200": _json(dataset, "The dataset"), **errors(404, *common)},
             }
         },
         "/v1/models/{model_id}": {

@@ -31,7 +31,7 @@ class Progress(Out):
 class JobError(Out):
     code: str = Field(
         examples=["diverged"],
-        description="diverged, timeout, cancelled, worker_lost or internal_error",
+        description="diverged, timeout, cancelled, worker_lost, invalid_spec or internal_error",
     )
     message: str | None
 
@@ -126,3 +126,25 @@ class Prediction(Out):
 class Health(Out):
     status: str
     checks: dict[str, str] | None = None
+
+
+class DatasetOut(Out):
+    id: str
+    name: str
+    rows: int
+    columns: list[str] = Field(description="As in the CSV's header row, label included")
+    features: list[str]
+    label: str
+    label_kind: Literal["int", "str", "float"] = Field(
+        description="Whole numbers or text can be class labels; fractional numbers only targets"
+    )
+    label_counts: dict[str, int] | None = Field(
+        description="Rows per label, for labels that can be classes"
+    )
+    bytes: int
+    created_at: str
+
+
+class DatasetList(Out):
+    items: list[DatasetOut]
+    next_cursor: str | None

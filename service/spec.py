@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -9,15 +10,19 @@ from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
 from service.dataset_spec import (
     DATASET_TAGS,
+    DATASETS_CONTEXT,
     MAX_SAMPLES,
     DatasetSpec,
     DataShape,
     Inline,
     Strict,
     Uploaded,
+    UploadedInfo,
     n_fit_rows,
     n_test_rows,
 )
+
+DatasetLookup = Callable[[str], UploadedInfo | None]
 
 MAX_LAYERS = 64
 MAX_UNITS = 4096
@@ -187,10 +192,8 @@ class JobSpec(Strict):
         return "classification" if self.loss in CLASSIFICATION_LOSSES else "regression"
 
     def data_shape(self) -> DataShape:
-        if isinstance(self.dataset, Inline):
+        if isinstance(self.dataset, Inline | Uploaded):
             return self.dataset.shape_for(self.task)
-        if isinstance(self.dataset, Uploaded):
-            raise ValueError("uploaded datasets (dataset_id) are not supported yet")
         return self.dataset.shape()
 
     def summary(self) -> list[LayerSummary]:
@@ -315,12 +318,15 @@ def field_path(loc: tuple[int | str, ...]) -> str:
     return path or "$"
 
 
-def parse_spec(payload: Any) -> JobSpec:
-    """Validate a decoded JSON body into a JobSpec, or raise SpecError with field paths."""
+def parse_spec(payload: Any, datasets: DatasetLookup | None = None) -> JobSpec:
+    """Validate a decoded JSON body into a JobSpec, or raise SpecError with field paths.
+
+    `datasets` resolves `{"dataset_id": ID}` among the caller's uploads (None: not found).
+    """
     if not isinstance(payload, dict):
         raise SpecError([{"field": "$", "message": "the job spec must be a JSON object"}])
     try:
-        return JobSpec.model_validate(payload)
+        return JobSpec.model_validate(payload, context={DATASETS_CONTEXT: datasets})
     except ValidationError as exc:
         details: list[dict[str, str]] = []
         for error in exc.errors(include_url=False):

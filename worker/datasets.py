@@ -7,10 +7,16 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from service.dataset_spec import Inline, Shipped, Uploaded, n_fit_rows
+from service.datasets import load_arrays
+from service.models import Dataset
 from service.spec import JobSpec
 from worker.engines.base import PreparedData, as_float32
+
+Arrays = tuple[NDArray, NDArray]
 
 # The generators a spec may name; their parameters are validated in the spec.
 GENERATORS = ("make_classification", "make_regression", "make_moons", "make_circles", "make_blobs")
@@ -32,7 +38,21 @@ def _shipped(name: str) -> tuple[NDArray, NDArray]:
     return loaded[0], loaded[1]
 
 
-def load_raw(spec: JobSpec) -> tuple[NDArray, NDArray]:
+def uploaded_arrays(session: Session, tenant_id: str, spec: JobSpec) -> Arrays | None:
+    """The stored arrays of the spec's uploaded dataset (None when it names no upload)."""
+    if not isinstance(spec.dataset, Uploaded):
+        return None
+    data = session.scalar(
+        select(Dataset.data).where(
+            Dataset.id == spec.dataset.dataset_id, Dataset.tenant_id == tenant_id
+        )
+    )
+    if data is None:
+        raise ValueError(f"dataset {spec.dataset.dataset_id!r} no longer exists")
+    return load_arrays(data)
+
+
+def load_raw(spec: JobSpec, uploaded: Arrays | None = None) -> Arrays:
     """The dataset's features (float64) and raw targets, before any split."""
     dataset = spec.dataset
     if isinstance(dataset, Inline):
@@ -40,7 +60,9 @@ def load_raw(spec: JobSpec) -> tuple[NDArray, NDArray]:
         y = np.asarray(dataset.inline.y)
         return X, y
     if isinstance(dataset, Uploaded):
-        raise ValueError("uploaded datasets are not supported yet")
+        if uploaded is None:
+            raise ValueError("an uploaded dataset's arrays must be loaded first")
+        return uploaded
     if isinstance(dataset, Shipped):
         return _shipped(dataset.builtin)
     params = dataset.params.model_dump()
@@ -69,11 +91,11 @@ def _label_values(classes: NDArray) -> list[Any]:
     return [c.item() if hasattr(c, "item") else c for c in classes]
 
 
-def prepare(spec: JobSpec) -> PreparedData:
+def prepare(spec: JobSpec, uploaded: Arrays | None = None) -> PreparedData:
     """Load, split (test, then Keras's trailing validation fraction), scale and encode."""
     from sklearn.model_selection import train_test_split
 
-    X, y = load_raw(spec)
+    X, y = load_raw(spec, uploaded)
     classes: NDArray | None = None
     if spec.task == "classification":
         if y.dtype.kind == "f":

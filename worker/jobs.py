@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 from sqlalchemy import delete, insert, select, update
 
+from service.datasets import info_lookup
 from service.db import Database, rowcount
 from service.models import Job, JobMetric, Model, new_id, utcnow
-from service.spec import JobSpec
+from service.spec import JobSpec, SpecError, parse_spec
 from worker.artifact import FORMAT_VERSION, Artifact
-from worker.datasets import prepare
+from worker.datasets import prepare, uploaded_arrays
 from worker.engines.base import (
     Diverged,
     EngineResult,
@@ -230,19 +231,43 @@ def model_metadata(spec: JobSpec, artifact: Artifact, metrics: dict[str, float])
     }
 
 
-def finish(db: Database, job_id: str, attempt: int, status: str, code: str, message: str) -> None:
-    """End this attempt's running job as failed or cancelled, with its reason."""
+def finish(
+    db: Database,
+    job_id: str,
+    attempt: int,
+    status: str,
+    code: str,
+    message: str,
+    *,
+    started: float | None = None,
+) -> None:
+    """End this attempt's running job as failed or cancelled, with its reason.
+
+    `started` is the `time.monotonic()` of the claim, to record how long the job ran.
+    """
     with db.begin() as session:
         session.execute(
             update(Job)
             .where(*_ours(job_id, attempt))
-            .values(status=status, error_code=code, error_message=message, finished_at=utcnow())
+            .values(
+                status=status,
+                error_code=code,
+                error_message=message,
+                finished_at=utcnow(),
+                train_seconds=None if started is None else time.monotonic() - started,
+            )
         )
     log.info("job %s %s: %s (%s)", job_id, status, code, message)
 
 
 def finish_succeeded(
-    db: Database, job: Job, spec: JobSpec, data: PreparedData, result: EngineResult
+    db: Database,
+    job: Job,
+    spec: JobSpec,
+    data: PreparedData,
+    result: EngineResult,
+    *,
+    started: float | None = None,
 ) -> str | None:
     """Store the model and mark the job succeeded in one transaction."""
     artifact = build_artifact(spec, data, result)
@@ -266,6 +291,7 @@ def finish_succeeded(
                     metrics=metrics,
                     progress_epoch=result.history[-1].epoch,
                     info=result.info or None,
+                    train_seconds=None if started is None else time.monotonic() - started,
                 )
             )
         )
@@ -291,7 +317,7 @@ def finish_succeeded(
             return None
         # The owner asked to cancel while the last epoch ran: the cancel they were promised wins.
         message = "cancelled on request at the end of training"
-        finish(db, job.id, job.attempts, "cancelled", "cancelled", message)
+        finish(db, job.id, job.attempts, "cancelled", "cancelled", message, started=started)
         return "cancelled"
     log.info("job %s succeeded: model %s, metrics %s", job.id, model_id, metrics)
     return "succeeded"
@@ -311,27 +337,34 @@ def run_job(
         log.info("job %s is not queued any more; nothing to do", job_id)
         return None
     attempt = job.attempts
+    started = time.monotonic()
     log.info("job %s claimed (attempt %d)", job_id, attempt)
     recorder: EpochRecorder | None = None
 
     def end(status: str, code: str, message: str) -> str:
-        finish(db, job_id, attempt, status, code, message)
+        finish(db, job_id, attempt, status, code, message, started=started)
         return status
 
     with Heartbeat(db, job_id, attempt, heartbeat_seconds):
         try:
-            spec = JobSpec.model_validate(job.spec)
+            with db.session() as session:
+                spec = parse_spec(job.spec, info_lookup(session, job.tenant_id))
+                uploaded = uploaded_arrays(session, job.tenant_id, spec)
             recorder = EpochRecorder(db, job_id, attempt, spec.epochs, flush_seconds)
-            data = prepare(spec)
+            data = prepare(spec, uploaded)
             result = ENGINES[spec.engine](spec, data, recorder)
             if recorder.pending:
                 recorder.flush()
-            return finish_succeeded(db, job, spec, data, result)
+            return finish_succeeded(db, job, spec, data, result, started=started)
         except Superseded:
             log.warning("job %s: attempt %d was superseded; stopping quietly", job_id, attempt)
             return None
         except JobCancelled as exc:
             return end("cancelled", "cancelled", str(exc))
+        except SpecError as exc:
+            # Accepted once, but its dataset has gone since (or the rules changed).
+            problems = "; ".join(f"{d['field']}: {d['message']}" for d in exc.details)
+            return end("failed", "invalid_spec", problems)
         except Diverged as exc:
             _save_pending(recorder)
             return end("failed", "diverged", str(exc))

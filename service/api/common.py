@@ -55,3 +55,15 @@ def flag(name: str) -> bool:
     raise ApiError(
         422, f"{name} must be true or false", details=[{"field": name, "message": value}]
     )
+
+
+def page_limit(default: int = 20, most: int = 100) -> int:
+    """The `limit` query parameter of a listing: a whole number from 1 to `most`."""
+    raw = request.args.get("limit", str(default))
+    if not raw.isdigit() or not 1 <= int(raw) <= most:
+        raise ApiError(
+            422,
+            f"limit must be a whole number from 1 to {most}",
+            details=[{"field": "limit", "message": raw}],
+        )
+    return int(raw)

@@ -6,7 +6,8 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
 
 from service import jobs
-from service.api.common import flag, json_body, session, tenant
+from service.api.common import flag, json_body, page_limit, session, tenant
+from service.datasets import info_lookup
 from service.errors import ApiError
 from service.spec import SpecError, parse_spec
 
@@ -22,7 +23,7 @@ def _authenticate() -> None:
 def submit() -> ResponseReturnValue:
     payload = json_body()
     try:
-        spec = parse_spec(payload)
+        spec = parse_spec(payload, info_lookup(session(), tenant()))
     except SpecError as exc:
         raise ApiError(422, str(exc), code="invalid_spec", details=exc.details) from None
     if flag("dry_run"):
@@ -61,18 +62,11 @@ def submit() -> ResponseReturnValue:
 
 @bp.get("")
 def index() -> ResponseReturnValue:
-    raw_limit = request.args.get("limit", "20")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
-        raise ApiError(
-            422,
-            "limit must be a whole number from 1 to 100",
-            details=[{"field": "limit", "message": raw_limit}],
-        )
     items, next_cursor = jobs.list_jobs(
         session=session(),
         tenant_id=tenant(),
         status=request.args.get("status") or None,
-        limit=int(raw_limit),
+        limit=page_limit(),
         cursor=request.args.get("cursor") or None,
     )
     return jsonify({"items": [jobs.job_to_dict(j) for j in items], "next_cursor": next_cursor})

@@ -1,0 +1,84 @@
+"""/v1/datasets: upload a CSV, list uploads, read one."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request, url_for
+from flask.typing import ResponseReturnValue
+
+from service import datasets
+from service.api.common import page_limit, session, tenant
+from service.config import Settings
+from service.errors import ApiError
+
+bp = Blueprint("datasets", __name__, url_prefix="/v1/datasets")
+
+
+@bp.before_request
+def _authenticate() -> None:
+    tenant()
+
+
+def _upload() -> tuple[bytes, str, str | None]:
+    """The CSV bytes, label column and name from a text/csv body or a multipart form."""
+    settings: Settings = current_app.config["TRAINSVC_SETTINGS"]
+    mimetype = request.mimetype
+    if mimetype == "multipart/form-data":
+        upload = request.files.get("file")
+        if upload is None:
+            raise ApiError(
+                422,
+                "send the CSV in a form field named `file`",
+                code="invalid_dataset",
+                details=[{"field": "file", "message": "required"}],
+            )
+        raw = upload.read(settings.max_dataset_bytes + 1)
+        label = request.form.get("label") or request.args.get("label", "")
+        name = request.form.get("name") or request.args.get("name") or upload.filename or None
+    elif mimetype in ("text/csv", "application/csv"):
+        raw = request.get_data(cache=False)
+        label = request.args.get("label", "")
+        name = request.args.get("name") or None
+    else:
+        raise ApiError(
+            415, "send the CSV as Content-Type: text/csv, or as multipart/form-data field `file`"
+        )
+    if len(raw) > settings.max_dataset_bytes:
+        raise ApiError(
+            413, f"the CSV is larger than {settings.max_dataset_bytes:,} bytes (MAX_DATASET_BYTES)"
+        )
+    return raw, label, name
+
+
+@bp.post("")
+def upload() -> ResponseReturnValue:
+    raw, label, name = _upload()
+    settings: Settings = current_app.config["TRAINSVC_SETTINGS"]
+    dataset = datasets.create_dataset(
+        raw,
+        label=label,
+        name=name,
+        session=session(),
+        tenant_id=tenant(),
+        max_rows=settings.max_dataset_rows,
+    )
+    location = url_for("datasets.read", dataset_id=dataset.id)
+    return jsonify(datasets.dataset_to_dict(dataset)), 201, {"Location": location}
+
+
+@bp.get("")
+def index() -> ResponseReturnValue:
+    items, next_cursor = datasets.list_datasets(
+        session=session(),
+        tenant_id=tenant(),
+        limit=page_limit(),
+        cursor=request.args.get("cursor") or None,
+    )
+    return jsonify(
+        {"items": [datasets.dataset_to_dict(d) for d in items], "next_cursor": next_cursor}
+    )
+
+
+@bp.get("/<dataset_id>")
+def read(dataset_id: str) -> ResponseReturnValue:
+    dataset = datasets.get_dataset(dataset_id, session=session(), tenant_id=tenant())
+    return jsonify(datasets.dataset_to_dict(dataset))

@@ -1,0 +1,45 @@
+"""Gunicorn settings for the API.
+
+`gunicorn -c python:service.gunicorn_conf 'service.app:create_app()'`
+
+Threaded workers, because a Server-Sent Events stream holds its thread for as long as the client
+watches a job; sync workers would let two watchers stall every other request.
+"""
+
+from __future__ import annotations
+
+import os
+
+from service.config import Settings
+
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("WEB_THREADS", "8"))
+# An idle SSE stream sends a comment every 15 s, well inside this.
+timeout = 60
+accesslog = "-"
+
+_settings = Settings.from_env()
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"job": {"()": "service.logs._JobIdFilter"}},
+    "formatters": {
+        "json": {"()": "service.logs.JsonFormatter"},
+        "text": {"()": "service.logs.TextFormatter"},
+    },
+    "handlers": {
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "formatter": _settings.log_format,
+            "filters": ["job"],
+            "stream": "ext://sys.stderr",
+        }
+    },
+    "root": {"level": _settings.log_level.upper(), "handlers": ["stderr"]},
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+        "gunicorn.access": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+    },
+}
