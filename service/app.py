@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from flask import Flask
 
-from service.api import datasets, docs, health, jobs, models
+from service.api import datasets, docs, health, jobs, metrics, models
 from service.api.common import close_session
 from service.auth import KeyCache
 from service.config import Settings
 from service.db import Database
 from service.errors import register_error_handlers
 from service.jsonutil import FiniteJSONProvider
+from service.monitoring import make_registry
+from service.plots import PlotCache
 from service.predictions import ModelCache
 from service.queue import CeleryQueue, JobQueue
 from service.ratelimit import make_rate_limiter
@@ -31,11 +33,16 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None) 
     app.extensions["trainsvc.queue"] = queue or CeleryQueue(settings)
     app.extensions["trainsvc.models"] = ModelCache(settings.model_cache_size)
     app.extensions["trainsvc.keys"] = KeyCache()
+    app.extensions["trainsvc.plots"] = PlotCache()
     app.extensions["trainsvc.ratelimit"] = make_rate_limiter(
         settings.effective_broker_url, settings.rate_limit_per_minute
     )
     app.teardown_appcontext(close_session)
     register_error_handlers(app)
-    for blueprint in (health.bp, docs.bp, jobs.bp, models.bp, datasets.bp):
+    app.extensions["trainsvc.metrics"] = make_registry(
+        app.extensions["trainsvc.db"], settings.effective_broker_url, settings.queue_name
+    )
+    app.after_request(metrics.count_request)
+    for blueprint in (health.bp, docs.bp, jobs.bp, models.bp, datasets.bp, metrics.bp):
         app.register_blueprint(blueprint)
     return app

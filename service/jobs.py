@@ -149,9 +149,12 @@ def list_jobs(
     return jobs[:limit], next_cursor
 
 
-def job_history(job: Job, *, session: Session) -> list[dict[str, Any]]:
+def job_history(job: Job, *, session: Session, after: int = 0) -> list[dict[str, Any]]:
+    """The job's recorded epochs (those after epoch `after`), in order."""
     rows = session.scalars(
-        select(JobMetric).where(JobMetric.job_id == job.id).order_by(JobMetric.epoch)
+        select(JobMetric)
+        .where(JobMetric.job_id == job.id, JobMetric.epoch > after)
+        .order_by(JobMetric.epoch)
     )
     history = []
     for row in rows:

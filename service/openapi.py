@@ -128,6 +128,53 @@ def openapi_document() -> dict[str, Any]:
                 },
             }
         },
+        "/v1/jobs/{job_id}/plot.png": {
+            "get": {
+                "summary": "A job's learning curves as a PNG (loss; accuracy when recorded)",
+                "operationId": "getJobPlot",
+                "parameters": [job_id],
+                "responses": {
+                    "200": {
+                        "description": "Training vs validation per epoch; cacheable (ETag) "
+                        "once the job has finished",
+                        "headers": {"ETag": {"schema": {"type": "string"}}},
+                        "content": {"image/png": {"schema": {"type": "string"}}},
+                    },
+                    "304": {"description": "Not modified (If-None-Match)"},
+                    **errors(404, *common),
+                },
+            }
+        },
+        "/v1/jobs/{job_id}/events": {
+            "get": {
+                "summary": "Server-Sent Events: status, then each epoch, until the job ends",
+                "operationId": "streamJobEvents",
+                "parameters": [
+                    job_id,
+                    {
+                        "name": "after",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 0},
+                        "description": "Skip epochs up to this one (resume).",
+                    },
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "schema": {"type": "string", "pattern": "^[0-9]{1,9}$"},
+                        "description": "The id of the last epoch event seen (resume).",
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "`event: status` (data: the job), `event: epoch` "
+                        "(id: the epoch; data: one metrics row) as they are recorded, "
+                        "`: keepalive` every 15 s; ends after a finished job's status",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **errors(404, 422, *common),
+                },
+            }
+        },
         "/v1/jobs/{job_id}/cancel": {
             "post": {
                 "summary": "Cancel a queued or running job",

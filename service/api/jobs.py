@@ -1,14 +1,15 @@
-"""/v1/jobs: submit, list, read, metrics, cancel."""
+"""/v1/jobs: submit, list, read, metrics, plot, events, cancel."""
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
 
-from service import jobs
-from service.api.common import flag, json_body, page_limit, session, tenant
+from service import events, jobs, plots
+from service.api.common import db, flag, json_body, page_limit, session, tenant
 from service.datasets import info_lookup
 from service.errors import ApiError
+from service.models import Job
 from service.spec import SpecError, parse_spec
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
@@ -81,6 +82,42 @@ def read(job_id: str) -> ResponseReturnValue:
 def metrics(job_id: str) -> ResponseReturnValue:
     job = jobs.get_job(job_id, session=session(), tenant_id=tenant())
     return jsonify({"job_id": job.id, "history": jobs.job_history(job, session=session())})
+
+
+@bp.get("/<job_id>/plot.png")
+def plot(job_id: str) -> ResponseReturnValue:
+    job = jobs.get_job(job_id, session=session(), tenant_id=tenant())
+    return plot_response(job)
+
+
+def plot_response(job: Job) -> ResponseReturnValue:
+    """The job's learning curves as PNG; cacheable once the job has finished."""
+    etag, png, final = plots.job_plot(
+        job, session=session(), cache=current_app.extensions["trainsvc.plots"]
+    )
+    response = Response(png, mimetype="image/png")
+    response.set_etag(etag)
+    response.headers["Cache-Control"] = "private, max-age=86400" if final else "no-cache"
+    return response.make_conditional(request)
+
+
+@bp.get("/<job_id>/events")
+def stream(job_id: str) -> ResponseReturnValue:
+    job = jobs.get_job(job_id, session=session(), tenant_id=tenant())
+    return events_response(job)
+
+
+def events_response(job: Job) -> Response:
+    """The job's Server-Sent Events; the stream reads the database in sessions of its own."""
+    after = events.resume_after(request.args.get("after"), request.headers.get("Last-Event-ID"))
+    generator = events.job_events(
+        db(),
+        job.id,
+        job.tenant_id,
+        after=after,
+        max_seconds=current_app.config.get("EVENTS_MAX_SECONDS"),
+    )
+    return events.event_stream(generator)
 
 
 @bp.post("/<job_id>/cancel")

@@ -41,7 +41,11 @@ def _app() -> object:
     migrate.upgrade(url)
     add_keys(Database(url))
     settings_ = Settings(database_url=url, var_dir=tmp, rate_limit_per_minute=0)
-    return create_app(settings_, queue=RecordingQueue())
+    app = create_app(settings_, queue=RecordingQueue())
+    # Jobs the fuzzer submits stay queued (nothing trains them), so their event streams would
+    # never end; bound every stream so a generated request for one cannot hang the run.
+    app.config["EVENTS_MAX_SECONDS"] = 2
+    return app
 
 
 schema = schemathesis.openapi.from_wsgi("/openapi.json", _app())

@@ -1,0 +1,123 @@
+"""Learning-curve figures as PNG, rendered with matplotlib's Agg canvas, and a cache for them."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from sqlalchemy.orm import Session
+
+from service.jobs import job_history
+from service.models import TERMINAL_STATUSES, Job
+
+# Figure objects (never pyplot's global state) are safe to build in any thread, but matplotlib's
+# font and text-layout caches are shared; one render at a time costs little (it holds the GIL).
+_RENDER_LOCK = threading.Lock()
+
+TRAIN_COLOR, VAL_COLOR = "#1f77b4", "#ff7f0e"
+
+
+def _series(history: Sequence[dict[str, Any]], name: str) -> list[float]:
+    values = []
+    for row in history:
+        value = row.get(name)
+        values.append(float(value) if value is not None else math.nan)
+    return values
+
+
+def _has(history: Sequence[dict[str, Any]], name: str) -> bool:
+    return any(row.get(name) is not None for row in history)
+
+
+def render_png(history: Sequence[dict[str, Any]], title: str) -> bytes:
+    """Loss (and accuracy, when recorded) per epoch, training vs validation, as PNG bytes."""
+    panels = [("loss", "Loss")]
+    if _has(history, "accuracy") or _has(history, "val_accuracy"):
+        panels.append(("accuracy", "Accuracy"))
+    with _RENDER_LOCK:
+        fig = Figure(figsize=(5.5 * len(panels), 4.2), dpi=100, layout="constrained")
+        FigureCanvasAgg(fig)
+        fig.suptitle(title)
+        epochs = [int(row["epoch"]) for row in history]
+        axes = fig.subplots(1, len(panels), squeeze=False)[0]
+        for ax, (name, label) in zip(axes, panels, strict=True):
+            ax.set_title(label)
+            ax.set_xlabel("Epoch")
+            ax.set_ylabel(label)
+            ax.grid(True, alpha=0.3)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if not history:
+                ax.text(
+                    0.5,
+                    0.5,
+                    "no epochs yet",
+                    ha="center",
+                    va="center",
+                    transform=ax.transAxes,
+                    color="gray",
+                )
+                continue
+            marker = "o" if len(epochs) <= 30 else None
+            for series, color, legend in (
+                (name, TRAIN_COLOR, "Training"),
+                (f"val_{name}", VAL_COLOR, "Validation"),
+            ):
+                if _has(history, series):
+                    values = _series(history, series)
+                    ax.plot(epochs, values, color=color, marker=marker, ms=3, label=legend)
+            ax.legend()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def job_plot(job: Job, *, session: Session, cache: PlotCache) -> tuple[str, bytes, bool]:
+    """(ETag, PNG, final) for a job's curves; a finished job's plot is rendered once and cached."""
+    final = job.status in TERMINAL_STATUSES
+    if final and (cached := cache.get(job.id)) is not None:
+        return (*cached, True)
+    png = render_png(job_history(job, session=session), f"{job.name or job.id} — {job.status}")
+    if final:
+        return (*cache.put(job.id, png), True)
+    return etag_for(png), png, False
+
+
+def etag_for(png: bytes) -> str:
+    """A strong entity tag (unquoted) for the image bytes."""
+    return hashlib.sha256(png).hexdigest()[:32]
+
+
+class PlotCache:
+    """An LRU of rendered plots of finished jobs (their curves can no longer change)."""
+
+    def __init__(self, size: int = 128) -> None:
+        self.size = max(1, size)
+        self._items: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, job_id: str) -> tuple[str, bytes] | None:
+        with self._lock:
+            item = self._items.get(job_id)
+            if item is not None:
+                self._items.move_to_end(job_id)
+            return item
+
+    def put(self, job_id: str, png: bytes) -> tuple[str, bytes]:
+        item = (etag_for(png), png)
+        with self._lock:
+            self._items[job_id] = item
+            self._items.move_to_end(job_id)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return item
+
+    def __len__(self) -> int:
+        return len(self._items)
