@@ -100,6 +100,10 @@ def _job_id(job_or_id: str | Json) -> str:
 class Client:
     """The service's v1 HTTP API. URL and key default to $TRAINSVC_URL and $TRAINSVC_API_KEY."""
 
+    # Seconds before reconnecting to a dropped event stream (doubling while attempts fail);
+    # a `retry:` field from the server replaces it.
+    reconnect_delay = 0.5
+
     def __init__(
         self, base_url: str | None = None, api_key: str | None = None, timeout: float = 30
     ) -> None:
@@ -294,7 +298,7 @@ class Client:
         last_id: str | None = None
         last_job: Json | None = None
         failures = 0
-        delay = 0.5
+        delay = self.reconnect_delay
         while True:
             received = False
             error: ConnectError | None = None
