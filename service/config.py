@@ -54,6 +54,7 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "SECRET_KEY": ("secret_key", str),
     "LOG_FORMAT": ("log_format", str),
     "LOG_LEVEL": ("log_level", str),
+    "METRICS_TOKEN": ("metrics_token", str),
 }
 
 
@@ -101,6 +102,8 @@ class Settings:
     # "json" (one object per line, with the job id where there is one) or "text".
     log_format: str = "json"
     log_level: str = "INFO"
+    # Bearer token that GET /metrics asks for; empty: any API key may read /metrics.
+    metrics_token: str = ""
 
     @property
     def effective_broker_url(self) -> str:

@@ -43,3 +43,11 @@ logconfig_dict = {
         "gunicorn.access": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
     },
 }
+
+
+def child_exit(_server: object, worker: object) -> None:
+    """Drop a finished worker's live gauges from the multi-process metrics folder."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]

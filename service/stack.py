@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from urllib.parse import urlparse
 
 import redis
 
-from service import manage
+from service import logs, manage
 from service.config import Settings
 
 log = logging.getLogger("trainsvc.stack")
@@ -82,9 +84,30 @@ def choose_broker(settings: Settings, procs: list[subprocess.Popen[bytes]]) -> s
     return f"filesystem://{folder}"
 
 
+def shared_secret(var_dir: Path) -> str:
+    """The dashboard's cookie-signing key, made once and kept in var/secret-key."""
+    path = var_dir / "secret-key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def metrics_folder(var_dir: Path) -> Path:
+    """An empty folder where the API's gunicorn workers share their Prometheus metrics."""
+    folder = (var_dir / "prometheus").resolve()
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
+
+
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    # A person reads this terminal: plain lines unless LOG_FORMAT asks otherwise (the
+    # production default, in the compose file too, is one JSON object per line).
+    os.environ.setdefault("LOG_FORMAT", "text")
     settings = Settings.from_env()
+    logs.configure(settings.log_format, settings.log_level)
     log.info("database: %s", settings.database_url)
     manage.init(settings, dev_key=True)
 
@@ -112,6 +135,8 @@ def main() -> int:
             os.environ,
             BROKER_URL=choose_broker(settings, procs),
             DATABASE_URL=settings.database_url,
+            SECRET_KEY=settings.secret_key or shared_secret(settings.var_dir),
+            PROMETHEUS_MULTIPROC_DIR=str(metrics_folder(settings.var_dir)),
         )
         python = sys.executable
         concurrency = os.environ.get("WORKER_CONCURRENCY", "1")
@@ -144,12 +169,10 @@ def main() -> int:
                     python,
                     "-m",
                     "gunicorn",
+                    "--config",
+                    "python:service.gunicorn_conf",
                     "--bind",
                     f"{host}:{port}",
-                    "--workers",
-                    os.environ.get("WEB_CONCURRENCY", "2"),
-                    "--access-logfile",
-                    "-",
                     "service.app:create_app()",
                 ],
                 env=env,

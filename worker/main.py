@@ -5,14 +5,23 @@ TensorFlow is never imported here: the Keras engine imports it inside the task, 
 
 from __future__ import annotations
 
-import logging
+from typing import Any
 
+from celery.signals import setup_logging
+
+from service import logs
 from service.config import Settings
 from worker.celery_app import make_celery
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+settings = Settings.from_env()
+celery = make_celery(settings)
 
-celery = make_celery(Settings.from_env())
+
+@setup_logging.connect
+def _logging(**_kwargs: Any) -> None:
+    """Our format (JSON by default, with the job id) instead of Celery's own."""
+    logs.configure(settings.log_format, settings.log_level)
+
 
 # Loaded once in the parent so that every forked pool process starts with them warm.
 import sklearn.datasets  # noqa: E402

@@ -80,11 +80,16 @@ def reap_once(db: Database, enqueue: Callable[[str], None], settings: Settings) 
             continue
         if values["status"] == "queued":
             report.requeued.append(job_id)
-            log.warning("job %s: worker lost during attempt %d; queued again", job_id, attempts)
+            log.warning(
+                "job %s: worker lost during attempt %d; queued again",
+                job_id,
+                attempts,
+                extra={"job_id": job_id},
+            )
             _send(enqueue, job_id)
         else:
             report.failed.append(job_id)
-            log.warning("job %s: %s", job_id, values["error_message"])
+            log.warning("job %s: %s", job_id, values["error_message"], extra={"job_id": job_id})
 
     resend_before = now - timedelta(seconds=settings.requeue_after_seconds)
     with db.begin() as session:
@@ -128,5 +133,7 @@ def _send(enqueue: Callable[[str], None], job_id: str) -> bool:
         enqueue(job_id)
         return True
     except Exception as exc:  # the broker is down: the next pass tries again
-        log.warning("job %s: could not send to the broker (%s)", job_id, exc)
+        log.warning(
+            "job %s: could not send to the broker (%s)", job_id, exc, extra={"job_id": job_id}
+        )
         return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
+from service.logs import job_context
 from worker.celery_app import TRAIN_TASK, TrainingCelery
 from worker.jobs import run_job
 
@@ -13,10 +14,11 @@ from worker.jobs import run_job
 def train_job(self: Task, job_id: str) -> str | None:
     """Train the job with this id; a duplicate or late message finds it claimed and does nothing."""
     app: TrainingCelery = self.app
-    return run_job(
-        app.db,
-        job_id,
-        flush_seconds=app.settings.metrics_flush_seconds,
-        heartbeat_seconds=app.settings.heartbeat_seconds,
-        timeout_errors=(SoftTimeLimitExceeded,),
-    )
+    with job_context(job_id):
+        return run_job(
+            app.db,
+            job_id,
+            flush_seconds=app.settings.metrics_flush_seconds,
+            heartbeat_seconds=app.settings.heartbeat_seconds,
+            timeout_errors=(SoftTimeLimitExceeded,),
+        )

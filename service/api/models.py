@@ -9,6 +9,7 @@ from sqlalchemy import select
 from service.api.common import json_body, session, tenant
 from service.errors import ApiError
 from service.models import Model
+from service.monitoring import PREDICT_SECONDS
 from service.predictions import load_predictor, model_to_dict, parse_instances
 
 bp = Blueprint("models", __name__, url_prefix="/v1/models")
@@ -29,12 +30,13 @@ def read(model_id: str) -> ResponseReturnValue:
 
 @bp.post("/<model_id>/predict")
 def predict(model_id: str) -> ResponseReturnValue:
-    body = json_body()
-    predictor = load_predictor(
-        model_id,
-        session=session(),
-        tenant_id=tenant(),
-        cache=current_app.extensions["trainsvc.models"],
-    )
-    X = parse_instances(body, predictor.n_features, current_app.config["MAX_PREDICT_ROWS"])
-    return jsonify({"model_id": model_id, **predictor.predict(X)})
+    with PREDICT_SECONDS.time():
+        body = json_body()
+        predictor = load_predictor(
+            model_id,
+            session=session(),
+            tenant_id=tenant(),
+            cache=current_app.extensions["trainsvc.models"],
+        )
+        X = parse_instances(body, predictor.n_features, current_app.config["MAX_PREDICT_ROWS"])
+        return jsonify({"model_id": model_id, **predictor.predict(X)})

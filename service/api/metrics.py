@@ -1,0 +1,42 @@
+"""GET /metrics: Prometheus exposition, behind METRICS_TOKEN (or any API key when it is unset)."""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import Blueprint, Response, current_app, request
+from flask.typing import ResponseReturnValue
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from service.api.common import tenant
+from service.config import Settings
+from service.errors import ApiError
+from service.monitoring import REQUESTS, exposition
+
+bp = Blueprint("metrics", __name__)
+
+
+@bp.get("/metrics")
+def metrics() -> ResponseReturnValue:
+    settings: Settings = current_app.config["TRAINSVC_SETTINGS"]
+    if settings.metrics_token:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), settings.metrics_token.encode()
+        ):
+            raise ApiError(
+                401,
+                "send Authorization: Bearer <METRICS_TOKEN>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+    else:
+        tenant()  # any API key; set METRICS_TOKEN when tenants must not see the totals
+    body = exposition(current_app.extensions["trainsvc.metrics"])
+    return Response(body, content_type=CONTENT_TYPE_LATEST)
+
+
+def count_request(response: Response) -> Response:
+    """Count every answered request by its route template (bounded), method and status."""
+    rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    REQUESTS.labels(request.method, rule, str(response.status_code)).inc()
+    return response
