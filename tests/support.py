@@ -120,6 +120,61 @@ class WorkerProcess:
         self._log.close()
 
 
+class ApiServer:
+    """The API under real gunicorn (service/gunicorn_conf.py: threaded workers) on a free port."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, workers: int = 2) -> None:
+        from service.stack import free_port
+
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        port = self.url.rsplit(":", 1)[1]
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--config",
+                "python:service.gunicorn_conf",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(workers),
+                "service.app:create_app()",
+            ],
+            env={**os.environ, **env},
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited early:\n{self.log()}")
+            with suppress(OSError), urllib.request.urlopen(f"{self.url}/healthz", timeout=2):
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"gunicorn not ready after {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
 def wait_for_job(
     client: FlaskClient,
     job_id: str,
