@@ -9,6 +9,7 @@ watches a job; sync workers would let two watchers stall every other request.
 from __future__ import annotations
 
 import os
+import shutil
 
 from service.config import Settings
 
@@ -43,6 +44,14 @@ logconfig_dict = {
         "gunicorn.access": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
     },
 }
+
+
+def on_starting(_server: object) -> None:
+    """Start with an empty multi-process metrics folder: old workers' files would add up."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.makedirs(folder)
 
 
 def child_exit(_server: object, worker: object) -> None:

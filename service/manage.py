@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from service import migrate
+from service import logs, migrate
 from service.auth import ensure_api_key, new_key
 from service.config import Settings
 from service.db import Database
@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     create = commands.add_parser("create-key", help="create an API key for a tenant and print it")
     create.add_argument("tenant")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     settings = Settings.from_env()
+    logs.configure(settings.log_format, settings.log_level)
     if args.command == "init":
         init(settings)
     else:

@@ -94,14 +94,6 @@ def shared_secret(var_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def metrics_folder(var_dir: Path) -> Path:
-    """An empty folder where the API's gunicorn workers share their Prometheus metrics."""
-    folder = (var_dir / "prometheus").resolve()
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    return folder
-
-
 def main() -> int:
     # A person reads this terminal: plain lines unless LOG_FORMAT asks otherwise (the
     # production default, in the compose file too, is one JSON object per line).
@@ -136,7 +128,8 @@ def main() -> int:
             BROKER_URL=choose_broker(settings, procs),
             DATABASE_URL=settings.database_url,
             SECRET_KEY=settings.secret_key or shared_secret(settings.var_dir),
-            PROMETHEUS_MULTIPROC_DIR=str(metrics_folder(settings.var_dir)),
+            # Where the API's gunicorn workers share their metrics (emptied when gunicorn starts).
+            PROMETHEUS_MULTIPROC_DIR=str((settings.var_dir / "prometheus").resolve()),
         )
         python = sys.executable
         concurrency = os.environ.get("WORKER_CONCURRENCY", "1")
