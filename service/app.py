@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
+from service import dashboard, ui_auth
 from service.api import datasets, docs, health, jobs, metrics, models
 from service.api.common import close_session
 from service.auth import KeyCache
@@ -43,6 +44,8 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None) 
         app.extensions["trainsvc.db"], settings.effective_broker_url, settings.queue_name
     )
     app.after_request(metrics.count_request)
+    ui_auth.configure(app, settings.secret_key)
     for blueprint in (health.bp, docs.bp, jobs.bp, models.bp, datasets.bp, metrics.bp):
         app.register_blueprint(blueprint)
+    app.register_blueprint(dashboard.bp)  # the pages at / and /ui/, signed in by cookie
     return app

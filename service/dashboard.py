@@ -1,0 +1,195 @@
+"""The dashboard: server-rendered pages over the API's own job actions, signed in by cookie."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
+
+from service import jobs, ui_auth
+from service.api.common import session
+from service.api.jobs import events_response, plot_response
+from service.datasets import info_lookup
+from service.errors import ApiError, error_response
+from service.models import TERMINAL_STATUSES, Model
+from service.predictions import load_predictor, model_to_dict, parse_instances
+from service.spec import SpecError, parse_spec
+
+bp = Blueprint("ui", __name__)
+
+SEED_SPEC = Path(__file__).resolve().parent.parent / "examples" / "seed_job.json"
+# Routes the page's scripts call: they answer errors as JSON, never with a redirect or a page.
+DATA_ROUTES = frozenset({"ui.rows", "ui.events", "ui.plot", "ui.predict"})
+OPEN_ROUTES = frozenset({"ui.login"})
+CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+)
+
+
+@bp.before_request
+def _sign_in_required() -> ResponseReturnValue | None:
+    if request.method == "POST":
+        ui_auth.check_csrf()
+    if request.endpoint in OPEN_ROUTES:
+        return None
+    tenant = ui_auth.signed_in_tenant()
+    if tenant is None:
+        if request.endpoint in DATA_ROUTES:
+            raise ApiError(401, "sign in to the dashboard first")
+        return redirect(url_for("ui.login", next=request.full_path.rstrip("?")))
+    g.tenant_id = tenant  # what service.api.common.tenant() answers for this request
+    return None
+
+
+@bp.after_request
+def _security_headers(response: Response) -> Response:
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    return response
+
+
+@bp.errorhandler(ApiError)
+def _error(exc: ApiError) -> ResponseReturnValue:
+    if request.endpoint in DATA_ROUTES or request.is_json:
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+    return render_template("error.html", error=exc), exc.status
+
+
+@bp.app_context_processor
+def _template_globals() -> dict[str, Any]:
+    return {"csrf_token": ui_auth.csrf_token, "tenant": g.get("tenant_id")}
+
+
+@bp.app_template_filter("num")
+def _num(value: Any, digits: int = 4) -> str:
+    """A metric for display: fixed digits, empty when missing."""
+    return f"{value:.{digits}f}" if isinstance(value, int | float) else ""
+
+
+def _local(target: str | None) -> str:
+    """`target` if it is a path on this site, else the job list (no open redirects)."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return url_for("ui.index")
+
+
+@bp.route("/ui/login", methods=["GET", "POST"])
+def login() -> ResponseReturnValue:
+    error = None
+    if request.method == "POST":
+        if ui_auth.sign_in(request.form.get("api_key", "")):
+            return redirect(_local(request.args.get("next")), 303)
+        error = "That API key is not valid."
+    status = 401 if error else 200
+    return render_template("login.html", error=error), status
+
+
+@bp.post("/ui/logout")
+def logout() -> ResponseReturnValue:
+    ui_auth.sign_out()
+    return redirect(url_for("ui.login"), 303)
+
+
+def _job_page(cursor: str | None) -> dict[str, Any]:
+    items, next_cursor = jobs.list_jobs(
+        session=session(), tenant_id=g.tenant_id, status=None, limit=50, cursor=cursor
+    )
+    return {"jobs": [jobs.job_to_dict(j) for j in items], "next_cursor": next_cursor}
+
+
+@bp.get("/")
+def index() -> ResponseReturnValue:
+    return render_template("jobs.html", **_job_page(request.args.get("cursor") or None))
+
+
+@bp.get("/ui/jobs/rows")
+def rows() -> ResponseReturnValue:
+    return render_template("_rows.html", **_job_page(request.args.get("cursor") or None))
+
+
+@bp.route("/ui/jobs/new", methods=["GET", "POST"])
+def new_job() -> ResponseReturnValue:
+    if request.method == "GET":
+        text = SEED_SPEC.read_text() if SEED_SPEC.exists() else "{}"
+        return render_template("new_job.html", spec_text=text)
+    text = request.form.get("spec", "")
+    try:
+        spec = parse_spec(json.loads(text), info_lookup(session(), g.tenant_id))
+    except json.JSONDecodeError as exc:
+        problems = [{"field": "$", "message": f"not valid JSON: {exc.msg} (line {exc.lineno})"}]
+        return render_template("new_job.html", spec_text=text, problems=problems), 400
+    except SpecError as exc:
+        return render_template("new_job.html", spec_text=text, problems=exc.details), 422
+    if request.form.get("action") == "check":
+        summary = [s.as_dict() for s in spec.summary()]
+        return render_template("new_job.html", spec_text=text, summary=summary)
+    job = jobs.create_job(
+        spec,
+        session=session(),
+        tenant_id=g.tenant_id,
+        queue=current_app.extensions["trainsvc.queue"],
+    )
+    return redirect(url_for("ui.job", job_id=job.id), 303)
+
+
+@bp.get("/ui/jobs/<job_id>")
+def job(job_id: str) -> ResponseReturnValue:
+    found = jobs.get_job(job_id, session=session(), tenant_id=g.tenant_id)
+    model = session().get(Model, found.model_id) if found.model_id else None
+    return render_template(
+        "job.html",
+        job=jobs.job_to_dict(found),
+        model=model_to_dict(model) if model is not None else None,
+        finished=found.status in TERMINAL_STATUSES,
+    )
+
+
+@bp.post("/ui/jobs/<job_id>/cancel")
+def cancel(job_id: str) -> ResponseReturnValue:
+    jobs.cancel_job(job_id, session=session(), tenant_id=g.tenant_id)
+    return redirect(url_for("ui.job", job_id=job_id), 303)
+
+
+@bp.post("/ui/jobs/<job_id>/predict")
+def predict(job_id: str) -> ResponseReturnValue:
+    found = jobs.get_job(job_id, session=session(), tenant_id=g.tenant_id)
+    if found.model_id is None:
+        raise ApiError(409, f"the job has {found.status}; it has no model to predict with")
+    predictor = load_predictor(
+        found.model_id,
+        session=session(),
+        tenant_id=g.tenant_id,
+        cache=current_app.extensions["trainsvc.models"],
+    )
+    body = request.get_json(silent=True)
+    if body is None:
+        raise ApiError(400, 'send the instances as JSON: {"instances": [[x, ...], ...]}')
+    X = parse_instances(body, predictor.n_features, current_app.config["MAX_PREDICT_ROWS"])
+    answer = {"model_id": found.model_id, **predictor.predict(X)}
+    if predictor.task == "classification":
+        answer["classes"] = predictor.classes  # column labels for the probabilities
+    return answer
+
+
+@bp.get("/ui/jobs/<job_id>/events")
+def events(job_id: str) -> ResponseReturnValue:
+    return events_response(jobs.get_job(job_id, session=session(), tenant_id=g.tenant_id))
+
+
+@bp.get("/ui/jobs/<job_id>/plot.png")
+def plot(job_id: str) -> ResponseReturnValue:
+    return plot_response(jobs.get_job(job_id, session=session(), tenant_id=g.tenant_id))
