@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format install bench reliability fuzz clean
+.PHONY: run test lint format install browser bench reliability fuzz clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -28,7 +28,18 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test: lint
+# The dashboard's browser test drives Debian's Chromium (Playwright cannot download its own here).
+CHROMIUM ?= /usr/bin/chromium
+$(CHROMIUM):
+	@echo "Installing Debian's chromium for the dashboard's browser test"
+	@SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	export DEBIAN_FRONTEND=noninteractive; \
+	$$SUDO apt-get install -y -q chromium || \
+		{ $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
+
+browser: $(CHROMIUM)
+
+test: lint $(CHROMIUM)
 	$(PY) -m pytest
 
 # Speed and accuracy figures (not tests): prints each benchmark's table with its targets.
