@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from trainsvc_client.client import DEFAULT_URL, ApiError, Client, Json, TrainsvcError
+from trainsvc_client.client import DEFAULT_URL, TERMINAL, ApiError, Client, Json, TrainsvcError
 
 DEV_KEY_FILE = Path("var") / "dev-api-key"
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -52,14 +52,21 @@ def fmt_time(value: str | None) -> str:
     return "-" if not value else value[:19].replace("T", " ")
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO) -> None:
-    """Print rows under headers in left-aligned columns."""
+def table(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO, right: str = ""
+) -> None:
+    """Print rows under headers in columns; those named in `right` are right-aligned."""
     cells = [[fmt(c) for c in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in cells:
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    flush_right = [h in right.split(",") for h in headers]
     for row in [list(headers), *cells]:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
+        line = "  ".join(
+            c.rjust(w) if r else c.ljust(w)
+            for c, w, r in zip(row, widths, flush_right, strict=True)
+        )
+        print(line.rstrip(), file=out)
 
 
 def dump(value: Any, out: TextIO) -> None:
@@ -129,8 +136,9 @@ class EpochProgress:
     def on_status(self, job: Json) -> None:
         """Note a status change above the bar."""
         self.job = job
-        if job["status"] != self.status:
-            self.status = job["status"]
+        state = f"{job['status']}/{job.get('attempts')}"
+        if state != self.status and job["status"] not in TERMINAL:  # the summary says how it ended
+            self.status = state
             attempt = f" (attempt {job['attempts']})" if job.get("attempts", 0) > 1 else ""
             self.write(f"job {job['id']} {job['status']}{attempt}")
         if job["status"] == "running":
@@ -170,6 +178,8 @@ class EpochProgress:
                 file=self.file,
                 dynamic_ncols=True,
                 mininterval=0.2,
+                # No rate: epochs recorded before we connected arrive all at once.
+                bar_format="{desc}: {n_fmt}/{total_fmt} |{bar}| {elapsed}<{remaining}{postfix}",
             )
         return self.bar
 
@@ -182,8 +192,9 @@ def follow(client: Client, job_id: str, as_json: bool, out: TextIO, err: TextIO)
     except KeyboardInterrupt:
         progress.close()
         print(
-            f"\nstopped watching job {job_id}; it keeps running. "
-            f"Resume with: trainsvc wait {job_id}   (or stop it: trainsvc cancel {job_id})",
+            f"\nstopped watching; job {job_id} keeps running.\n"
+            f"  follow it again: trainsvc wait {job_id}\n"
+            f"  stop it:         trainsvc cancel {job_id}",
             file=err,
         )
         return 130
@@ -206,9 +217,13 @@ def print_summary(job: Json, out: TextIO) -> None:
         file=out,
     )
     metrics = job.get("metrics") or {}
-    tests = {k: v for k, v in metrics.items() if k.startswith("test_")}
+    tests = [
+        f"{name} {fmt(metrics['test_' + name])}"
+        for name in ("loss", "accuracy")
+        if "test_" + name in metrics
+    ]
     if tests:
-        print("test  " + "  ".join(f"{k[5:]} {fmt(v)}" for k, v in sorted(tests.items())), file=out)
+        print("test  " + "  ".join(tests), file=out)
     if job.get("model_id"):
         print(f"model {job['model_id']}", file=out)
     if job.get("error"):
@@ -268,7 +283,7 @@ def print_summary_table(summary: Json, out: TextIO) -> None:
         (layer["name"], layer["type"], str(tuple(layer["output_shape"])), f"{layer['params']:,}")
         for layer in summary.get("layers", [])
     ]
-    table(("layer", "type", "output shape", "params"), rows, out)
+    table(("layer", "type", "output shape", "params"), rows, out, right="params")
     print(
         f"total params: {summary['total_params']:,}  "
         f"(trainable {summary['trainable_params']:,}, "
@@ -332,9 +347,17 @@ def cmd_metrics(client: Client, args: argparse.Namespace, out: TextIO, err: Text
         print(f"no epochs recorded yet for job {args.job_id}", file=out)
         return 0
     names = [n for n in ("loss", "accuracy", "val_loss", "val_accuracy") if n in history[0]]
-    rows = [[row["epoch"], *(row.get(n) for n in names), row.get("seconds")] for row in history]
-    table(("epoch", *names, "seconds"), rows, out)
+    rows = [
+        [row["epoch"], *(_fixed(row.get(n), 4) for n in names), _fixed(row.get("seconds"), 3)]
+        for row in history
+    ]
+    headers = ("epoch", *names, "seconds")
+    table(headers, rows, out, right=",".join(headers))
     return 0
+
+
+def _fixed(value: Any, places: int) -> str:
+    return f"{value:.{places}f}" if isinstance(value, int | float) else fmt(value)
 
 
 def cmd_model(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -88,13 +88,13 @@ def test_submit_wait_then_status_list_metrics_predict(
     assert "6/6" in result.stderr
     assert f"loss={last['loss']:.4g}" in result.stderr
     assert f"val_acc={last['val_accuracy']:.4g}" in result.stderr
-    assert f"job {job_id} succeeded" in result.stderr
+    assert f"job {job_id} queued" in result.stderr or f"job {job_id} running" in result.stderr
     summary = result.stdout.splitlines()
     assert summary[0].startswith(f"job {job_id} succeeded in ")
     assert summary[0].endswith(" after 6 epoch(s)")
     metrics = job["metrics"]
     assert summary[1] == (
-        f"test  accuracy {metrics['test_accuracy']:.4g}  loss {metrics['test_loss']:.4g}"
+        f"test  loss {metrics['test_loss']:.4g}  accuracy {metrics['test_accuracy']:.4g}"
     )
     assert summary[2] == f"model {job['model_id']}"
 
@@ -200,7 +200,7 @@ def test_ctrl_c_stops_watching_and_the_job_keeps_running(
     text = log.read_text()
     assert proc.returncode == 130
     job_id = text.splitlines()[0].split()[-1]
-    assert f"stopped watching job {job_id}; it keeps running" in text
+    assert f"stopped watching; job {job_id} keeps running" in text
     assert f"trainsvc wait {job_id}" in text
     assert api.job(job_id)["status"] == "running"
 

@@ -89,7 +89,7 @@ def test_submit_wait_shows_progress_and_the_result(
     assert "3/3" in err and "loss=0.3333" in err and "acc=0.8" in err and "val_loss=0.9" in err
     assert out.splitlines() == [
         "job j1 succeeded in 3.5 s after 3 epoch(s)",
-        "test  accuracy 0.8125  loss 0.4321",
+        "test  loss 0.4321  accuracy 0.8125",
         "model m1",
     ]
 
@@ -149,7 +149,7 @@ def test_dry_run_prints_the_model_summary(
     code, out, _ = run(capsys, "submit", str(spec_file), "--dry-run")
     assert code == 0
     assert service.sent("POST", "/v1/jobs")[0].query == {"dry_run": "true"}
-    assert "dense_1  dense  (None, 3)     195" in out
+    assert "dense_1  dense  (None, 3)        195" in out
     assert "total params: 1,539" in out
 
 
@@ -195,7 +195,7 @@ def test_ctrl_c_while_waiting_stops_watching_without_cancelling(
     monkeypatch.setattr(Client, "wait", interrupted)
     code, _, err = run(capsys, "submit", str(spec_file), "--wait")
     assert code == 130
-    assert "stopped watching job j1; it keeps running" in err
+    assert "stopped watching; job j1 keeps running" in err
     assert "trainsvc wait j1" in err
     assert service.sent("POST", "/v1/jobs/j1/cancel") == []
 
@@ -316,8 +316,8 @@ def test_metrics_table_and_json(service: FakeService, capsys: pytest.CaptureFixt
     assert code == 0
     assert [line.split() for line in out.splitlines()] == [
         ["epoch", "loss", "accuracy", "seconds"],
-        ["1", "1.235", "0.5", "0.01"],
-        ["2", "0.9877", "0.625", "0.02"],
+        ["1", "1.2346", "0.5000", "0.010"],
+        ["2", "0.9877", "0.6250", "0.020"],
     ]
     code, out, _ = run(capsys, "metrics", "j1", "--json")
     assert json.loads(out)["history"] == history
