@@ -146,8 +146,11 @@ def _parse_row(
         value = _number(fields[i])
         if value is None:
             text = fields[i].strip()
-            what = "is empty" if not text else f"{text[:40]!r} is not a finite number"
-            problems.append(_problem(line, f"column {header[i]!r} {what}"))
+            column = f"column {header[i]!r}"
+            what = (
+                f"{column}: {text[:40]!r} is not a finite number" if text else f"{column} is empty"
+            )
+            problems.append(_problem(line, what))
             return None
         row.append(value)
     return row

@@ -55,7 +55,7 @@ def test_parse_keeps_columns_and_types() -> None:
     ("raw", "field", "words"),
     [
         (b"a,b,y\n1,2,0\n1,2\n3,4,1\n", "line 3", "has 2 fields; the header has 3"),
-        (b"a,b,y\n1,x,0\n3,4,1\n", "line 2", "column 'b' 'x' is not a finite number"),
+        (b"a,b,y\n1,x,0\n3,4,1\n", "line 2", "column 'b': 'x' is not a finite number"),
         (b"a,b,y\n1,,0\n3,4,1\n", "line 2", "column 'b' is empty"),
         (b"a,b,y\n1,nan,0\n3,4,1\n", "line 2", "not a finite number"),
         (b"a,b,y\n1,2,\n3,4,1\n", "line 2", "the label column 'y' is empty"),
