@@ -123,6 +123,7 @@ function watchJob(root) {
     badge.textContent = job.status;
     badge.className = "badge status-" + job.status;
     root.dataset.status = job.status;
+    document.getElementById("attempts").textContent = String(job.attempts);
     epochs = job.progress.epochs || 1;
     const bar = document.querySelector("#progress progress");
     bar.max = job.progress.epochs || 1;

@@ -1,0 +1,146 @@
+"""The dashboard end to end in headless Chromium, against gunicorn, a real worker and broker."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.conftest import KEYS
+from tests.integration.conftest import Stack
+from tests.live import chromium, gunicorn
+from tests.support import ROOT
+
+pytestmark = pytest.mark.integration
+ARTIFACTS = ROOT / "test-artifacts"
+EPOCHS = 400  # the seed job with more epochs, so that its progress can be watched arriving
+# Pixels of the training curve's colour (#1f77b4) on a canvas: the curve was drawn.
+CURVE_PIXELS = """(id) => {
+  const canvas = document.getElementById(id);
+  const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let n = 0;
+  for (let i = 0; i < data.length; i += 4) {
+    if (data[i] === 31 && data[i + 1] === 119 && data[i + 2] === 180) n++;
+  }
+  return n;
+}"""
+
+
+def sign_in(page: Page, base_url: str, key: str) -> None:
+    page.goto(base_url + "/")
+    expect(page).to_have_url(re.compile(r"/ui/login"))
+    page.fill("#api_key", key)
+    page.click("button[type=submit]")
+    expect(page).to_have_url(base_url + "/")
+
+
+def submit_from_form(page: Page, change: dict[str, Any]) -> str:
+    """Open the form, change the pre-filled seed spec, submit it; the new job's id."""
+    page.click("nav >> text=New job")
+    spec = json.loads(page.input_value("#spec"))
+    assert spec["name"] == "seed-example"
+    spec.update(change)
+    page.fill("#spec", json.dumps(spec, indent=2))
+    page.click("button[value=submit]")
+    expect(page).to_have_url(re.compile(r"/ui/jobs/[0-9a-f-]{36}$"))
+    return page.url.rsplit("/", 1)[-1]
+
+
+def wait_until_finished(page: Page, timeout_ms: float = 120_000) -> None:
+    page.wait_for_function(
+        "() => document.getElementById('job').dataset.streamEnded === 'true'", timeout=timeout_ms
+    )
+    plot_loaded = """() => {
+      const img = document.getElementById('plot');
+      return img.src.includes('s=succeeded') && img.complete && img.naturalWidth > 0;
+    }"""
+    page.wait_for_function(plot_loaded, timeout=30_000)
+
+
+def test_dashboard_sign_in_submit_watch_plot_and_predict(
+    stack: Stack, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    problems: list[str] = []
+    with gunicorn(stack.settings, tmp_path / "gunicorn.log") as server, chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        failed: list[tuple[int, str]] = []
+        page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+        page.on(
+            "console",
+            lambda msg: (
+                problems.append(msg.text)
+                if msg.type == "error" and not msg.text.startswith("Failed to load resource")
+                else None
+            ),
+        )
+        page.on(
+            "response",
+            lambda r: (
+                failed.append((r.status, urlsplit(r.url).path.rsplit("/", 1)[-1]))
+                if r.status >= 400
+                else None
+            ),
+        )
+
+        page.goto(server.url + "/")
+        page.fill("#api_key", "not-a-key")
+        page.click("button[type=submit]")
+        expect(page.locator(".error")).to_contain_text("not valid")
+        sign_in(page, server.url, KEYS["alice"])
+
+        # A spec that fails validation comes back with the field path of each problem.
+        page.click("nav >> text=New job")
+        bad = json.loads(page.input_value("#spec"))
+        bad["layers"][0]["activation"] = "swish"
+        page.fill("#spec", json.dumps(bad))
+        page.click("button[value=submit]")
+        expect(page.locator("#problems")).to_contain_text("layers[0].activation")
+
+        job_id = submit_from_form(page, {"epochs": EPOCHS})
+        # Live: epochs arrive while the job is still running.
+        page.wait_for_function(
+            """() => document.getElementById('status').textContent === 'running'
+                  && Number(document.getElementById('epoch-count').textContent) > 0""",
+            timeout=60_000,
+        )
+        wait_until_finished(page)
+        expect(page.locator("#status")).to_have_text("succeeded")
+        expect(page.locator("#epoch-count")).to_have_text(str(EPOCHS))
+        expect(page.locator("#progress .count")).to_have_text(f"{EPOCHS}/{EPOCHS}")
+        assert page.evaluate(CURVE_PIXELS, "chart-loss") > 50
+        assert page.evaluate(CURVE_PIXELS, "chart-accuracy") > 50
+        expect(page.locator("#cancel-form")).to_have_count(0)
+
+        rows = [[round(0.1 * i - 1.0, 1) for i in range(20)], [0.0] * 20]
+        page.fill("#instances", json.dumps(rows))
+        page.click("#predict-button")
+        expect(page.locator("#predictions tbody tr")).to_have_count(2)
+        first = page.locator("#predictions tbody tr").first.locator("td")
+        assert first.nth(1).inner_text() in ("0", "1", "2")
+        assert abs(sum(float(first.nth(i).inner_text()) for i in (2, 3, 4)) - 1) < 0.01
+        page.fill("#instances", "[[1, 2]]")
+        page.click("#predict-button")
+        expect(page.locator("#predict-error")).to_contain_text("instances[0]")
+
+        shot = tmp_path / "dashboard.png"
+        page.fill("#instances", json.dumps(rows))
+        page.click("#predict-button")
+        expect(page.locator("#predictions")).to_be_visible()
+        page.screenshot(path=str(shot), full_page=True)
+        ARTIFACTS.mkdir(exist_ok=True)
+        backend = request.node.callspec.params.get("stack", "stack")
+        shutil.copy(shot, ARTIFACTS / f"dashboard-{backend}.png")
+
+        page.click("nav >> text=Jobs")
+        row = page.locator(f"tr[data-job-id='{job_id}']")
+        expect(row.locator(".badge")).to_have_text("succeeded")
+        expect(row.locator(".count")).to_have_text(f"{EPOCHS}/{EPOCHS}")
+    assert problems == []
+    # Only the answers the test provoked: a wrong key, an invalid spec, a short instance.
+    assert failed == [(401, "login"), (422, "new"), (422, "predict")]

@@ -1,0 +1,133 @@
+"""The API served over real HTTP by gunicorn (gthread, service/gunicorn_conf.py), and Chromium."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from service.config import Settings
+from service.stack import free_port
+from tests.support import ROOT
+
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+class Gunicorn:
+    """`gunicorn -c python:service.gunicorn_conf 'service.app:create_app()'` on a free port."""
+
+    def __init__(self, settings: Settings, log_path: Path, threads: int = 4) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        env = {
+            "DATABASE_URL": settings.database_url,
+            "BROKER_URL": settings.effective_broker_url,
+            "QUEUE_NAME": settings.queue_name,
+            "VAR_DIR": str(settings.var_dir),
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "WEB_CONCURRENCY": "1",
+            "WEB_THREADS": str(threads),
+            "SECRET_KEY": secrets.token_hex(16),
+            "LOG_FORMAT": "text",
+            "RATE_LIMIT_PER_MINUTE": "0",
+        }
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                "python:service.gunicorn_conf",
+                "service.app:create_app()",
+            ],
+            env={**os.environ, **env},
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited early:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=2) as answer:
+                    if answer.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"gunicorn not answering after {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+@contextmanager
+def gunicorn(settings: Settings, log_path: Path) -> Iterator[Gunicorn]:
+    server = Gunicorn(settings, log_path)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def require_chromium() -> Path:
+    """Debian's chromium; without it the browser test fails under CI and is skipped elsewhere."""
+    if CHROMIUM.exists():
+        return CHROMIUM
+    message = (
+        f"{CHROMIUM} is missing: the dashboard's browser test drives Debian's chromium "
+        "(`apt-get install chromium`, which `make test` does when it can; or set CHROMIUM)"
+    )
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """A headless Chromium browser driven by Playwright (its own download is not needed)."""
+    executable = require_chromium()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(executable), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
