@@ -43,7 +43,7 @@ def fmt(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:#.4g}"
     return str(value)
 
 
@@ -254,6 +254,8 @@ def cmd_submit(client: Client, args: argparse.Namespace, out: TextIO, err: TextI
         spec["engine"] = args.engine
     if args.name:
         spec["name"] = args.name
+    if args.dataset:
+        spec["dataset"] = {"dataset_id": args.dataset}
     if args.dry_run:
         summary = client.submit(spec, dry_run=True)
         if args.json:
@@ -544,6 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--wait", action="store_true", help="follow the job with a progress bar")
     submit.add_argument("--engine", choices=("numpy", "keras"), help="override the spec's engine")
     submit.add_argument("--name", help="override the spec's name")
+    submit.add_argument("--dataset", metavar="ID", help="train on this uploaded dataset")
     submit.add_argument("--dry-run", action="store_true", help="validate and show the model only")
     submit.add_argument("--idempotency-key", help="resubmitting with this key creates no new job")
 
@@ -635,11 +638,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(exc)
         if exc.status == 401 and key is None:
             message += (
-                f" (no API key: pass --api-key, set TRAINSVC_API_KEY, or run where "
-                f"./{DEV_KEY_FILE} exists)"
+                f"; no API key: pass --api-key, set TRAINSVC_API_KEY, or run where "
+                f"./{DEV_KEY_FILE} exists"
             )
         elif exc.status == 401:
-            message += f" (the key from {source} was refused)"
+            message += f"; the key from {source} was refused"
         print(f"trainsvc: error: {message}", file=err)
     except (TrainsvcError, ValueError) as exc:
         print(f"trainsvc: error: {exc}", file=err)

@@ -86,15 +86,15 @@ def test_submit_wait_then_status_list_metrics_predict(
     # The bar ends full, with the last epoch's metrics from the event stream.
     last = api.metrics(job_id)["history"][-1]
     assert "6/6" in result.stderr
-    assert f"loss={last['loss']:.4g}" in result.stderr
-    assert f"val_acc={last['val_accuracy']:.4g}" in result.stderr
+    assert f"loss={last['loss']:#.4g}" in result.stderr
+    assert f"val_acc={last['val_accuracy']:#.4g}" in result.stderr
     assert f"job {job_id} queued" in result.stderr or f"job {job_id} running" in result.stderr
     summary = result.stdout.splitlines()
     assert summary[0].startswith(f"job {job_id} succeeded in ")
     assert summary[0].endswith(" after 6 epoch(s)")
     metrics = job["metrics"]
     assert summary[1] == (
-        f"test  loss {metrics['test_loss']:.4g}  accuracy {metrics['test_accuracy']:.4g}"
+        f"test  loss {metrics['test_loss']:#.4g}  accuracy {metrics['test_accuracy']:#.4g}"
     )
     assert summary[2] == f"model {job['model_id']}"
 

@@ -113,9 +113,12 @@ def test_submit_without_wait_and_with_json(
     service.route("POST", "/v1/jobs", json_response(job("j1", "queued"), 202))
     code, out, _ = run(capsys, "submit", str(spec_file))
     assert code == 0 and "submitted job j1 (queued)" in out and "trainsvc wait j1" in out
-    code, out, _ = run(capsys, "submit", str(spec_file), "--json", "--name", "renamed")
+    code, out, _ = run(
+        capsys, "submit", str(spec_file), "--json", "--name", "renamed", "--dataset", "d9"
+    )
     assert code == 0 and json.loads(out)["id"] == "j1"
-    assert service.sent("POST", "/v1/jobs")[1].json()["name"] == "renamed"
+    sent = service.sent("POST", "/v1/jobs")[1].json()
+    assert (sent["name"], sent["dataset"]) == ("renamed", {"dataset_id": "d9"})
 
 
 def test_dry_run_prints_the_model_summary(
@@ -224,7 +227,7 @@ def test_401_says_where_the_key_came_from(
 ) -> None:
     service.route("GET", "/v1/jobs/j1", error_response(401, "unauthorized", "bad API key"))
     code, _, err = run(capsys, "status", "j1")
-    assert code == 1 and "(the key from $TRAINSVC_API_KEY was refused)" in err
+    assert code == 1 and "(401 unauthorized); the key from $TRAINSVC_API_KEY was refused\n" in err
     monkeypatch.delenv("TRAINSVC_API_KEY")
     code, _, err = run(capsys, "status", "j1")
     assert code == 1 and "no API key: pass --api-key, set TRAINSVC_API_KEY" in err
@@ -296,7 +299,7 @@ def test_list_pages_until_the_limit_and_prints_a_table(
         "succeeded",
         "numpy",
         "0/3",
-        "0.8",
+        "0.8000",
         "2025-01-02",
         "03:04:05",
     ]
@@ -341,7 +344,7 @@ def test_predict_takes_instances_from_one_source(
 
     service.route("POST", "/v1/models/m1/predict", predict)
     code, out, _ = run(capsys, "predict", "m1", "--instances", "[1, 2]")
-    assert code == 0 and out.splitlines()[1].split() == ["0", "b", "0.75"]
+    assert code == 0 and out.splitlines()[1].split() == ["0", "b", "0.7500"]
     (tmp_path / "rows.json").write_text('{"instances": [[1, 2], [3, 4]]}')
     assert run(capsys, "predict", "m1", "--file", "rows.json")[0] == 0
     monkeypatch.setattr("sys.stdin", io.StringIO("[[5, 6]]"))
