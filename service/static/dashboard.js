@@ -26,6 +26,11 @@ function niceTicks(lo, hi, count) {
   return { ticks, step };
 }
 
+function decimals(step) {
+  const text = String(parseFloat(step.toPrecision(3)));
+  return text.includes(".") ? text.split(".")[1].length : 0;
+}
+
 function drawChart(canvas, lines, maxEpoch) {
   const ctx = canvas.getContext("2d");
   const dpr = window.devicePixelRatio || 1;
@@ -65,7 +70,7 @@ function drawChart(canvas, lines, maxEpoch) {
     ctx.moveTo(pad.left, py(t));
     ctx.lineTo(w - pad.right, py(t));
     ctx.stroke();
-    ctx.fillText(t.toFixed(Math.max(0, -Math.floor(Math.log10(y.step)))), pad.left - 6, py(t));
+    ctx.fillText(t.toFixed(decimals(y.step)), pad.left - 6, py(t));
   }
   ctx.textAlign = "center";
   ctx.textBaseline = "top";

@@ -14,7 +14,7 @@ from playwright.sync_api import Page, expect
 
 from tests.conftest import KEYS
 from tests.integration.conftest import Stack
-from tests.live import chromium, gunicorn
+from tests.live import chromium, gunicorn, require_chromium
 from tests.support import ROOT
 
 pytestmark = pytest.mark.integration
@@ -66,6 +66,7 @@ def wait_until_finished(page: Page, timeout_ms: float = 120_000) -> None:
 def test_dashboard_sign_in_submit_watch_plot_and_predict(
     stack: Stack, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
+    require_chromium()  # before anything starts: a missing browser is the first thing to say
     problems: list[str] = []
     with gunicorn(stack.settings, tmp_path / "gunicorn.log") as server, chromium() as browser:
         page = browser.new_page(viewport={"width": 1280, "height": 1100})
