@@ -239,6 +239,30 @@ def test_client_wait_and_events_follow_the_real_stream(api: Client) -> None:
     assert caught.value.status == 404
 
 
+def test_client_wait_resumes_when_the_server_ends_the_stream(
+    api: Client, stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server ends each stream after EVENTS_MAX_SECONDS; wait() must resume from the last
+    # epoch it saw (Last-Event-ID) and deliver every epoch exactly once.
+    monkeypatch.setitem(stack.client.application.config, "EVENTS_MAX_SECONDS", 0.3)
+    monkeypatch.setattr(api, "reconnect_delay", 0.05)
+    resumed_from: list[str | None] = []
+    stream = api.stream
+
+    def counting(job_id: str, last_event_id: str | None = None, **kw: Any) -> Any:
+        resumed_from.append(last_event_id)
+        return stream(job_id, last_event_id, **kw)
+
+    monkeypatch.setattr(api, "stream", counting)
+    job = api.submit(seed(400, name="resumed"))
+    epochs: list[int] = []
+    final = api.wait(job["id"], on_epoch=lambda row: epochs.append(row["epoch"]), timeout=120)
+    assert final["status"] == "succeeded"
+    assert epochs == list(range(1, 401))
+    assert len(resumed_from) > 1 and resumed_from[0] is None
+    assert any(last is not None and int(last) > 0 for last in resumed_from[1:])
+
+
 def test_datasets_upload_list_show_and_train(
     env: dict[str, str], api: Client, tmp_path: Path
 ) -> None:
