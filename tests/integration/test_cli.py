@@ -88,7 +88,6 @@ def test_submit_wait_then_status_list_metrics_predict(
     assert "6/6" in result.stderr
     assert f"loss={last['loss']:#.4g}" in result.stderr
     assert f"val_acc={last['val_accuracy']:#.4g}" in result.stderr
-    assert f"job {job_id} queued" in result.stderr or f"job {job_id} running" in result.stderr
     summary = result.stdout.splitlines()
     assert summary[0].startswith(f"job {job_id} succeeded in ")
     assert summary[0].endswith(" after 6 epoch(s)")
@@ -206,7 +205,12 @@ def test_ctrl_c_stops_watching_and_the_job_keeps_running(
 
     cancelled = trainsvc(env, "cancel", job_id)
     assert cancelled.returncode == 0, cancelled.stderr
-    assert f"job {job_id} is running: it stops after its current epoch" in cancelled.stdout
+    # Running: the worker stops at its next epoch boundary, which may already have come by the
+    # time the answer is read back.
+    assert cancelled.stdout in (
+        f"job {job_id} is running: it stops after its current epoch\n",
+        f"job {job_id} cancelled\n",
+    )
     waited = trainsvc(env, "wait", job_id)
     assert waited.returncode == 1
     assert f"job {job_id} cancelled" in waited.stdout.splitlines()[0]

@@ -370,8 +370,11 @@ def test_cancel_and_conflict(service: FakeService, capsys: pytest.CaptureFixture
         "/v1/jobs/j2/cancel",
         error_response(409, "conflict", "job j2 already finished (succeeded)"),
     )
+    service.route("POST", "/v1/jobs/j3/cancel", json_response(job("j3", "cancelled"), 202))
     code, out, _ = run(capsys, "cancel", "j1")
-    assert code == 0 and "job j1 is running: it stops after its current epoch" in out
+    assert code == 0 and out == "job j1 is running: it stops after its current epoch\n"
+    code, out, _ = run(capsys, "cancel", "j3")
+    assert code == 0 and out == "job j3 cancelled\n"
     code, _, err = run(capsys, "cancel", "j2")
     assert code == 1 and "job j2 already finished (succeeded) (409 conflict)" in err
 
