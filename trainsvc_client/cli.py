@@ -147,14 +147,16 @@ class EpochProgress:
     def on_epoch(self, row: Json) -> None:
         """Move the bar to this epoch and show its metrics."""
         bar = self._ensure_bar()
-        bar.n = int(row["epoch"])
+        epoch = int(row["epoch"])
+        if epoch < bar.n:  # a new attempt replays its epochs from the first
+            bar.reset(total=bar.total)
         shown = {
             SHORT_NAMES.get(name, name): fmt(row[name])
             for name in ("loss", "accuracy", "val_loss", "val_accuracy")
             if row.get(name) is not None
         }
         bar.set_postfix(shown, refresh=False)
-        bar.refresh()
+        bar.update(epoch - bar.n)  # redraws at most every `mininterval`
 
     def write(self, message: str) -> None:
         if self.bar is not None:
@@ -169,10 +171,10 @@ class EpochProgress:
 
     def _ensure_bar(self) -> tqdm[Any]:
         if self.bar is None:
+            # The stream replays every recorded epoch, so the bar starts from zero.
             progress = (self.job or {}).get("progress") or {}
             self.bar = tqdm(
                 total=progress.get("epochs") or None,
-                initial=progress.get("epoch") or 0,
                 unit="epoch",
                 desc=(self.job or {}).get("name") or "training",
                 file=self.file,

@@ -319,9 +319,10 @@ class Client:
                         if on_status is not None:
                             on_status(data)
             except ApiError as exc:
-                if exc.status not in (502, 503, 504):
+                if exc.status not in (429, 502, 503, 504):
                     raise
                 error = ConnectError(f"the service at {self.base_url} answered {exc}")
+                delay = max(delay, exc.retry_after or 0)
             except ConnectError as exc:
                 error = exc
             except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:

@@ -94,6 +94,31 @@ def test_submit_wait_shows_progress_and_the_result(
     ]
 
 
+def test_wait_shows_a_retried_attempt_from_its_first_epoch(
+    service: FakeService, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = [("epoch", {"epoch": e, "loss": 2.0}, e) for e in (1, 2)]
+    second = [("epoch", {"epoch": e, "loss": 0.25 * e}, e) for e in (1, 2, 3)]
+    service.route(
+        "GET",
+        "/v1/jobs/j1/events",
+        sse(
+            ("status", job("j1"), None),
+            *first,
+            ("status", job("j1", "queued", attempts=2), None),
+            ("status", job("j1", attempts=2), None),
+            *second,
+            ("status", finished("succeeded", attempts=2, model_id="m1"), None),
+        ),
+    )
+    code, out, err = run(capsys, "wait", "j1")
+    assert code == 0
+    assert "job j1 queued (attempt 2)" in err and "job j1 running (attempt 2)" in err
+    final_bar = err.rstrip("\n").split("\r")[-1]
+    assert "3/3" in final_bar and final_bar.endswith("loss=0.7500")
+    assert out.startswith("job j1 succeeded in 3.5 s after 3 epoch(s)")
+
+
 @pytest.mark.parametrize("status", ["failed", "cancelled"])
 def test_submit_wait_exits_1_when_the_job_does_not_succeed(
     service: FakeService, capsys: pytest.CaptureFixture[str], spec_file: Path, status: str

@@ -329,3 +329,13 @@ def test_wait_times_out_on_a_silent_stream(service: FakeService, client: Client)
     )
     with pytest.raises(WaitTimeout):
         client.wait("j1", timeout=0.5)
+
+
+def test_wait_retries_a_busy_service(service: FakeService, client: Client) -> None:
+    answers = [
+        error_response(503, "unavailable", "database down"),
+        sse(("status", job("j1", "succeeded"), None)),
+    ]
+    service.route("GET", "/v1/jobs/j1/events", lambda _r: answers.pop(0))
+    assert client.wait("j1")["status"] == "succeeded"
+    assert len(service.sent("GET", "/v1/jobs/j1/events")) == 2
