@@ -29,7 +29,8 @@ from service.spec import SpecError, parse_spec
 
 bp = Blueprint("ui", __name__)
 
-SEED_SPEC = Path(__file__).resolve().parent.parent / "examples" / "seed_job.json"
+# The reference job, shipped inside the package (examples/seed_job.json links to it).
+SEED_SPEC = Path(__file__).resolve().parent / "static" / "seed_job.json"
 # Routes the page's scripts call: they answer errors as JSON, never with a redirect or a page.
 DATA_ROUTES = frozenset({"ui.rows", "ui.events", "ui.plot", "ui.predict"})
 OPEN_ROUTES = frozenset({"ui.login"})
