@@ -203,4 +203,6 @@ def cancel_job(job_id: str, *, session: Session, tenant_id: str) -> Job:
         session.refresh(job)
         if done:
             return job
-    raise ApiError(409, f"the job has already {job.status}; it cannot be cancelled")
+    raise ApiError(
+        409, f"the job is already {job.status}; only a queued or running job can be cancelled"
+    )
