@@ -20,7 +20,13 @@ SERVICES: dict[str, Any] = COMPOSE["services"]
 APP_SERVICES = ("migrate", "api", "worker")
 LONG_RUNNING = ("api", "worker", "flower", "redis", "postgres")
 # Read by the processes themselves rather than by Settings.
-OTHER_VARIABLES = {"API_KEYS", "VAR_DIR", "WEB_CONCURRENCY", "PROMETHEUS_MULTIPROC_DIR"}
+OTHER_VARIABLES = {
+    "API_KEYS",
+    "VAR_DIR",
+    "WEB_CONCURRENCY",
+    "WEB_THREADS",
+    "PROMETHEUS_MULTIPROC_DIR",
+}
 
 
 def command(service: str) -> list[str]:
