@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None) 
         app.extensions["trainsvc.db"], settings.effective_broker_url, settings.queue_name
     )
     app.after_request(metrics.count_request)
-    ui_auth.configure(app, settings.secret_key)
+    ui_auth.configure(app, settings.secret_key, secure=settings.cookie_secure)
     for blueprint in (health.bp, docs.bp, jobs.bp, models.bp, datasets.bp, metrics.bp):
         app.register_blueprint(blueprint)
     app.register_blueprint(dashboard.bp)  # the pages at / and /ui/, signed in by cookie

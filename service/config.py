@@ -29,6 +29,16 @@ def parse_api_keys(raw: str) -> dict[str, str]:
     return keys
 
 
+def flag(raw: str) -> bool:
+    """A yes/no setting: 1, true, yes, on, or 0, false, no, off."""
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
 ENV_VARS: dict[str, tuple[str, Any]] = {
     "DATABASE_URL": ("database_url", str),
     "REDIS_URL": ("redis_url", str),
@@ -55,6 +65,7 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "LOG_FORMAT": ("log_format", str),
     "LOG_LEVEL": ("log_level", str),
     "METRICS_TOKEN": ("metrics_token", str),
+    "COOKIE_SECURE": ("cookie_secure", flag),
 }
 
 
@@ -99,6 +110,8 @@ class Settings:
     # Signs the dashboard's session cookie; every API process must share it. Empty: a random
     # key per process (fine for one process; `make run` writes one to var/secret-key).
     secret_key: str = ""
+    # Send the dashboard's cookie over HTTPS only: set it once TLS is in front of the API.
+    cookie_secure: bool = False
     # "json" (one object per line, with the job id where there is one) or "text".
     log_format: str = "json"
     log_level: str = "INFO"

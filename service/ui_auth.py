@@ -22,12 +22,13 @@ from service.models import ApiKey
 SESSION_HOURS = 12
 
 
-def configure(app: Flask, secret_key: str) -> None:
+def configure(app: Flask, secret_key: str, *, secure: bool = False) -> None:
     """Sign the session cookie with `secret_key` (a random one per process when empty)."""
     app.secret_key = secret_key or secrets.token_hex(32)
     app.config.update(
         SESSION_COOKIE_NAME="trainsvc_session",
         SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SECURE=secure,
         SESSION_COOKIE_SAMESITE="Strict",
         PERMANENT_SESSION_LIFETIME=timedelta(hours=SESSION_HOURS),
     )

@@ -10,6 +10,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import delete
 
+from service.app import create_app
+from service.config import Settings
 from service.db import Database
 from service.models import ApiKey
 from tests.conftest import KEYS, RecordingQueue
@@ -59,6 +61,19 @@ def test_sign_in_checks_the_key_and_sets_a_strict_http_only_cookie(client: Flask
     page = client.get("/")
     assert page.status_code == 200 and "alice" in page.get_data(as_text=True)
     assert "Content-Security-Policy" in page.headers
+
+
+def test_cookie_secure_marks_the_cookie_https_only(settings: Settings) -> None:
+    client = create_app(settings, queue=RecordingQueue()).test_client()
+    token = csrf(client)
+    plain = client.post("/ui/login", data={"api_key": KEYS["alice"], "csrf_token": token})
+    assert "Secure" not in plain.headers["Set-Cookie"]
+    secure = create_app(settings.with_overrides(cookie_secure=True), queue=RecordingQueue())
+    client = secure.test_client()
+    token = csrf(client)
+    signed = client.post("/ui/login", data={"api_key": KEYS["alice"], "csrf_token": token})
+    assert "Secure" in signed.headers["Set-Cookie"]
+    assert Settings.from_env({"COOKIE_SECURE": "yes"}).cookie_secure is True
 
 
 def test_sign_in_redirects_only_within_the_site(client: FlaskClient) -> None:
