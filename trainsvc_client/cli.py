@@ -69,6 +69,13 @@ def table(
         print(line.rstrip(), file=out)
 
 
+def print_fields(rows: Sequence[tuple[str, Any]], out: TextIO) -> None:
+    """Print 'name  value' lines with the values aligned."""
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name.ljust(width)}  {fmt(value)}", file=out)
+
+
 def dump(value: Any, out: TextIO) -> None:
     print(json.dumps(value, indent=2), file=out)
 
@@ -112,9 +119,7 @@ def print_job(job: Json, out: TextIO) -> None:
         rows.append(
             ("stopped", f"{training['stop_reason']} at epoch {training.get('stopped_epoch')}")
         )
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        print(f"{name.ljust(width)}  {fmt(value)}", file=out)
+    print_fields(rows, out)
 
 
 def _cancelling(job: Json) -> bool:
@@ -379,8 +384,7 @@ def cmd_model(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO
         ("params", model.get("params")),
         ("metrics", metrics_line(model.get("metrics") or {})),
     ]
-    for name, value in rows:
-        print(f"{name.ljust(8)}  {fmt(value)}", file=out)
+    print_fields(rows, out)
     return 0
 
 
@@ -463,8 +467,7 @@ def print_dataset(dataset: Json, out: TextIO) -> None:
         ("bytes", dataset.get("bytes")),
         ("created", fmt_time(dataset.get("created_at"))),
     ]
-    for name, value in rows:
-        print(f"{name.ljust(8)}  {fmt(value)}", file=out)
+    print_fields(rows, out)
 
 
 def cmd_datasets_upload(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
