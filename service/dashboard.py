@@ -169,7 +169,7 @@ def cancel(job_id: str) -> ResponseReturnValue:
 def predict(job_id: str) -> ResponseReturnValue:
     found = jobs.get_job(job_id, session=session(), tenant_id=g.tenant_id)
     if found.model_id is None:
-        raise ApiError(409, f"the job has {found.status}; it has no model to predict with")
+        raise ApiError(409, f"the job is {found.status}; only a succeeded job has a model")
     predictor = load_predictor(
         found.model_id,
         session=session(),
