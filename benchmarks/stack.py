@@ -17,6 +17,7 @@ from service.auth import ensure_api_key
 from service.db import Database
 from service.jobs import create_job
 from service.spec import parse_spec
+from service.stack import free_port
 from worker.jobs import run_job
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,12 +59,6 @@ def train_model(db: Database, engine: str, **changes: Any) -> str:
         return found.model_id
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_gunicorn(url: str, tmp: Path, workers: int = 2, **env: str) -> tuple[Any, int]:
     port = free_port()
     proc = subprocess.Popen(
@@ -71,16 +66,18 @@ def start_gunicorn(url: str, tmp: Path, workers: int = 2, **env: str) -> tuple[A
             sys.executable,
             "-m",
             "gunicorn",
+            # The shipped configuration (threaded workers), as `make run` and compose use it.
+            "--config",
+            "python:service.gunicorn_conf",
             "--bind",
             f"127.0.0.1:{port}",
             "--workers",
             str(workers),
-            "--log-level",
-            "warning",
             "service.app:create_app()",
         ],
         env={
             **os.environ,
+            "LOG_LEVEL": "WARNING",
             "DATABASE_URL": url,
             "BROKER_URL": f"filesystem://{tmp / 'broker'}",
             "RATE_LIMIT_PER_MINUTE": "0",

@@ -25,7 +25,7 @@ _settings = Settings.from_env()
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"job": {"()": "service.logs._JobIdFilter"}},
+    "filters": {"job": {"()": "service.logs.JobIdFilter"}},
     "formatters": {
         "json": {"()": "service.logs.JsonFormatter"},
         "text": {"()": "service.logs.TextFormatter"},
@@ -40,8 +40,9 @@ logconfig_dict = {
     },
     "root": {"level": _settings.log_level.upper(), "handlers": ["stderr"]},
     "loggers": {
-        "gunicorn.error": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
-        "gunicorn.access": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+        # LOG_LEVEL=WARNING silences the access log too.
+        name: {"level": _settings.log_level.upper(), "handlers": ["stderr"], "propagate": False}
+        for name in ("gunicorn.error", "gunicorn.access")
     },
 }
 

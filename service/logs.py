@@ -23,7 +23,7 @@ def job_context(job_id: str) -> Iterator[None]:
         _job_id.reset(token)
 
 
-class _JobIdFilter(logging.Filter):
+class JobIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "job_id", None) is None:
             record.job_id = _job_id.get()
@@ -61,7 +61,7 @@ class TextFormatter(logging.Formatter):
 def make_handler(fmt: str) -> logging.Handler:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    handler.addFilter(_JobIdFilter())
+    handler.addFilter(JobIdFilter())
     return handler
 
 
