@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +16,7 @@ from playwright.sync_api import sync_playwright
 
 from service.config import Settings
 from service.stack import free_port
-from tests.support import ROOT
+from tests.support import LoggedProcess
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -33,13 +31,21 @@ CHROMIUM_ARGS = [
 ]
 
 
-class Gunicorn:
+class Gunicorn(LoggedProcess):
     """`gunicorn -c python:service.gunicorn_conf 'service.app:create_app()'` on a free port."""
 
-    def __init__(self, settings: Settings, log_path: Path, threads: int = 4) -> None:
+    name = "gunicorn"
+
+    def __init__(
+        self,
+        settings: Settings,
+        log_path: Path,
+        threads: int = 4,
+        workers: int = 1,
+        **extra_env: str,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
         env = {
             "DATABASE_URL": settings.database_url,
             "BROKER_URL": settings.effective_broker_url,
@@ -47,53 +53,32 @@ class Gunicorn:
             "VAR_DIR": str(settings.var_dir),
             "HOST": "127.0.0.1",
             "PORT": str(self.port),
-            "WEB_CONCURRENCY": "1",
+            "WEB_CONCURRENCY": str(workers),
             "WEB_THREADS": str(threads),
             "SECRET_KEY": secrets.token_hex(16),
             "LOG_FORMAT": "text",
             "RATE_LIMIT_PER_MINUTE": "0",
+            **extra_env,
         }
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-c",
-                "python:service.gunicorn_conf",
-                "service.app:create_app()",
-            ],
-            env={**os.environ, **env},
-            cwd=ROOT,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        argv = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "python:service.gunicorn_conf",
+            "service.app:create_app()",
+        ]
+        super().__init__(argv, env, log_path)
 
     def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited early:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=2) as answer:
-                    if answer.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError(f"gunicorn not answering after {timeout}s:\n{self.log()}")
+        self.wait_until(self._answers, timeout)
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/healthz", timeout=2) as answer:
+                return bool(answer.status == 200)
+        except OSError:
+            return False
 
 
 @contextmanager

@@ -12,7 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import auth
 from tests.integration.conftest import Stack, submit
-from tests.support import SEED_SPEC, ApiServer, wait_for_job
+from tests.live import Gunicorn
+from tests.support import SEED_SPEC, wait_for_job
 
 pytestmark = pytest.mark.integration
 ALICE = auth("alice")
@@ -53,17 +54,13 @@ def test_metrics_add_up_across_gunicorn_workers(stack: Stack, tmp_path: Path) ->
     model_id = wait_for_job(stack.client, job["id"], ALICE)["model_id"]
     assert model_id
     folder = tmp_path / "prometheus"
-    folder.mkdir()
-    settings = stack.settings
-    env = {
-        "DATABASE_URL": settings.database_url,
-        "BROKER_URL": settings.effective_broker_url,
-        "QUEUE_NAME": settings.queue_name,
-        "PROMETHEUS_MULTIPROC_DIR": str(folder),
-        "VAR_DIR": str(tmp_path),
-        "LOG_FORMAT": "json",
-    }
-    server = ApiServer(env, tmp_path / "gunicorn.log", workers=2)
+    server = Gunicorn(
+        stack.settings,
+        tmp_path / "gunicorn.log",
+        workers=2,
+        PROMETHEUS_MULTIPROC_DIR=str(folder),
+        LOG_FORMAT="json",
+    )
     try:
         server.wait_ready()
         body = json.dumps({"instances": [[0.0] * 20]}).encode()
