@@ -55,6 +55,14 @@ def openapi_document() -> dict[str, Any]:
     common = (401, 429)
     job_id = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
     model_id = {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    paging = [
+        {
+            "name": "limit",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+        },
+        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+    ]
     paths: dict[str, Any] = {
         "/v1/jobs": {
             "post": {
@@ -96,12 +104,7 @@ def openapi_document() -> dict[str, Any]:
                         "in": "query",
                         "schema": {"type": "string", "enum": list(JOB_STATUSES)},
                     },
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
-                    },
-                    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                    *paging,
                 ],
                 "responses": {
                     "200": _json(c.ref(schemas.JobList), "A page of jobs"),
@@ -229,12 +232,7 @@ def openapi_document() -> dict[str, Any]:
                 "summary": "List datasets, newest first",
                 "operationId": "listDatasets",
                 "parameters": [
-                    {
-                        "name": "limit",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
-                    },
-                    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                    *paging,
                 ],
                 "responses": {
                     "200": _json(c.ref(schemas.DatasetList), "A page of datasets"),
