@@ -18,6 +18,7 @@ from service.dataset_spec import MAX_CLASSES, MAX_FEATURES, UploadedInfo
 from service.errors import ApiError
 from service.jobs import iso
 from service.models import Dataset
+from service.spec import DatasetLookup
 
 MAX_PROBLEMS = 10  # a broken file reports this many problems, not one per row
 MAX_NAME = 200
@@ -276,7 +277,7 @@ def dataset_to_dict(dataset: Dataset) -> dict[str, Any]:
     }
 
 
-def info_lookup(session: Session, tenant_id: str) -> Any:
+def info_lookup(session: Session, tenant_id: str) -> DatasetLookup:
     """A function from dataset id to what a job spec needs to know of it (None: not found)."""
 
     def lookup(dataset_id: str) -> UploadedInfo | None:

@@ -77,10 +77,9 @@ def test_the_api_runs_under_the_gunicorn_config_and_its_health_routes_exist() ->
     routes = {
         rule.rule for rule in create_app(Settings(), queue=RecordingQueue()).url_map.iter_rules()
     }
-    for service in ("api",):
-        probe = " ".join(SERVICES[service]["healthcheck"]["test"])
-        paths = re.findall(r"127\.0\.0\.1:8000(/\w+)", probe)
-        assert paths and all(path in routes for path in paths), paths
+    probe = " ".join(SERVICES["api"]["healthcheck"]["test"])
+    paths = re.findall(r"127\.0\.0\.1:8000(/\w+)", probe)
+    assert paths and all(path in routes for path in paths), paths
     assert SERVICES["api"]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
 
 

@@ -8,9 +8,11 @@ from typing import Any
 import numpy as np
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import delete
 
 from service.datasets import CsvError, parse_csv
 from service.db import Database
+from service.models import Dataset
 from tests.conftest import auth
 from tests.unit.test_api import assert_error, small_spec
 from worker.jobs import run_job
@@ -191,3 +193,18 @@ def test_a_job_trains_on_an_upload_and_predicts_its_labels(
         headers=ALICE,
     ).get_json()
     assert answer["predictions"] == ["setosa", "virginica"]
+
+
+def test_a_job_whose_dataset_is_gone_fails_with_the_reason(
+    client: FlaskClient, database: Database
+) -> None:
+    dataset_id = upload(client, iris_like_csv()).get_json()["id"]
+    job = client.post("/v1/jobs", json=iris_spec(dataset_id), headers=ALICE).get_json()
+    with database.begin() as session:
+        session.execute(delete(Dataset).where(Dataset.id == dataset_id))
+    assert run_job(database, job["id"], flush_seconds=0) == "failed"
+    error = client.get(f"/v1/jobs/{job['id']}", headers=ALICE).get_json()["error"]
+    assert error == {
+        "code": "invalid_spec",
+        "message": f"dataset: no dataset with id {dataset_id!r}",
+    }
