@@ -6,6 +6,7 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     LOG_FORMAT=json
 COPY pyproject.toml README.md ./
+COPY core core
 COPY service service
 COPY worker worker
 COPY migrations migrations

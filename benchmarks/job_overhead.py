@@ -17,8 +17,8 @@ from typing import Any
 
 from benchmarks.common import print_table
 from benchmarks.stack import KEY, prepare_database
+from core.settings import Settings
 from service.app import create_app
-from service.config import Settings
 from tests.support import WorkerProcess, redis_url
 
 TINY: dict[str, Any] = {

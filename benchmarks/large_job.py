@@ -13,8 +13,8 @@ import time
 from typing import Any
 
 from benchmarks.common import matmul_peak_gflops, print_table
-from service.spec import parse_spec
-from worker.datasets import prepare
+from core.datasets import prepare
+from core.spec import parse_spec
 
 SPEC: dict[str, Any] = {
     "name": "large",
@@ -55,7 +55,7 @@ def run(engine: str) -> tuple[float, float, int]:
     spec = parse_spec(raw)
     data = prepare(spec)
     if engine == "numpy":
-        from worker.engines.numpy_engine.network import train
+        from worker.engines.numpy_engine.training import train
     else:
         from worker.engines.keras_engine import train
     seconds = 0.0

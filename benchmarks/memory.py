@@ -16,8 +16,8 @@ from typing import Any
 
 from benchmarks.common import print_table
 from benchmarks.stack import KEY, prepare_database, train_model
+from core.settings import Settings
 from service.app import create_app
-from service.config import Settings
 from tests.support import WorkerProcess, child_pids, redis_url
 
 HEADERS = {"Authorization": f"Bearer {KEY}"}

@@ -93,10 +93,10 @@ def load(port: int, payload: bytes, clients: int, per_client: int) -> tuple[floa
 
 def keras_predict_ms(db_url: str, model_id: str) -> float:
     """Median time of in-process Keras `model.predict` on one row, same weights."""
-    from service.db import Database
-    from service.models import Job, Model
-    from service.spec import JobSpec
-    from worker.artifact import Artifact
+    from core.artifact import Artifact
+    from core.db import Database
+    from core.models import Job, Model
+    from core.spec import JobSpec
     from worker.engines import keras_engine
 
     db = Database(db_url)
@@ -108,7 +108,7 @@ def keras_predict_ms(db_url: str, model_id: str) -> float:
         artifact = Artifact.from_bytes(row.weights)
         spec = JobSpec.model_validate(job.spec)
     model = keras_engine.build_model(spec, artifact.meta["n_features"])
-    keras_engine.import_arrays(model, artifact.arrays)
+    keras_engine.import_arrays(model, spec.layers, artifact.meta["n_features"], artifact.arrays)
     x = np.asarray([ROW], dtype=np.float32)
     model.predict(x, verbose=0)
     times = []

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from service.spec import parse_spec
-from worker.datasets import prepare
+from core.datasets import prepare
+from core.spec import parse_spec
 
 SEED_JOB = json.loads((Path(__file__).parent.parent / "examples" / "seed_job.json").read_text())
 
@@ -32,7 +32,7 @@ def run_engine(engine: str, seed: int) -> tuple[float, float]:
     spec = parse_spec(raw)
     data = prepare(spec)
     if engine == "numpy":
-        from worker.engines.numpy_engine.network import train
+        from worker.engines.numpy_engine.training import train
     else:
         from worker.engines.keras_engine import train
     started = time.perf_counter()

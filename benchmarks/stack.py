@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from service import migrate
+from core import migrate
+from core.db import Database
+from core.spec import parse_spec
 from service.auth import ensure_api_key
-from service.db import Database
 from service.jobs import create_job
-from service.spec import parse_spec
 from service.stack import free_port
 from worker.jobs import run_job
 
@@ -52,7 +52,7 @@ def train_model(db: Database, engine: str, **changes: Any) -> str:
         job_id = job.id
     assert run_job(db, job_id) == "succeeded"
     with db.begin() as session:
-        from service.models import Job
+        from core.models import Job
 
         found = session.get(Job, job_id)
         assert found is not None and found.model_id is not None

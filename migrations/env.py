@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from alembic import context
 
-from service.config import Settings
-from service.db import make_engine
-from service.models import Base
+from core.db import make_engine
+from core.models import Base
+from core.settings import Settings
 
 config = context.config
 target_metadata = Base.metadata

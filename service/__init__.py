@@ -1,5 +1,5 @@
-"""The HTTP side of the training service, plus the domain pieces both processes share.
+"""The HTTP side: the Flask API, the dashboard, authentication and the OpenAPI document.
 
-Nothing here imports Flask at package import: the worker uses the database models, the job
-spec and the settings without pulling in the web layer.
+It stands on `core/` and never imports `worker/`: jobs reach the workers as Celery messages
+sent by the task's name.
 """

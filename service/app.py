@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from flask import Flask
 
+from core.db import Database
+from core.settings import Settings
 from service import dashboard, ui_auth
 from service.api import datasets, docs, health, jobs, metrics, models
 from service.api.common import close_session
 from service.auth import KeyCache
-from service.config import Settings
-from service.db import Database
 from service.errors import register_error_handlers
 from service.jsonutil import FiniteJSONProvider
 from service.monitoring import make_registry

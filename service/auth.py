@@ -13,8 +13,8 @@ from flask import current_app, g, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.models import ApiKey, Tenant
 from service.errors import ApiError
-from service.models import ApiKey, Tenant
 
 
 def hash_key(key: str) -> str:

@@ -18,14 +18,14 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
+from core.models import TERMINAL_STATUSES, Model
+from core.spec import SpecError, parse_spec
+from core.uploads import info_lookup
 from service import jobs, ui_auth
 from service.api.common import session
 from service.api.jobs import events_response, plot_response
-from service.datasets import info_lookup
 from service.errors import ApiError, error_response
-from service.models import TERMINAL_STATUSES, Model
 from service.predictions import load_predictor, model_to_dict, parse_instances
-from service.spec import SpecError, parse_spec
 
 bp = Blueprint("ui", __name__)
 

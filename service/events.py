@@ -14,11 +14,11 @@ from typing import Any
 from flask import Response
 from sqlalchemy import select
 
-from service.db import Database
+from core.db import Database
+from core.models import TERMINAL_STATUSES, Job
 from service.errors import ApiError
 from service.jobs import job_history, job_to_dict
 from service.jsonutil import finite
-from service.models import TERMINAL_STATUSES, Job
 
 POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from service.config import Settings
+from core.settings import Settings
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -25,10 +25,10 @@ _settings = Settings.from_env()
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"job": {"()": "service.logs.JobIdFilter"}},
+    "filters": {"job": {"()": "core.logs.JobIdFilter"}},
     "formatters": {
-        "json": {"()": "service.logs.JsonFormatter"},
-        "text": {"()": "service.logs.TextFormatter"},
+        "json": {"()": "core.logs.JsonFormatter"},
+        "text": {"()": "core.logs.TextFormatter"},
     },
     "handlers": {
         "stderr": {

@@ -12,11 +12,11 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.db import rowcount
+from core.db import rowcount
+from core.models import JOB_STATUSES, Job, JobMetric, utcnow
+from core.spec import JobSpec, to_stored
 from service.errors import ApiError
-from service.models import JOB_STATUSES, Job, JobMetric, utcnow
 from service.queue import BrokerUnavailable, JobQueue
-from service.spec import JobSpec, to_stored
 
 log = logging.getLogger(__name__)
 

@@ -6,10 +6,10 @@ import argparse
 import logging
 import sys
 
-from service import logs, migrate
+from core import logs, migrate
+from core.db import Database
+from core.settings import Settings
 from service.auth import ensure_api_key, new_key
-from service.config import Settings
-from service.db import Database
 
 log = logging.getLogger("trainsvc.manage")
 

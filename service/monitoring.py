@@ -20,8 +20,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import case, func, select
 
-from service.db import Database
-from service.models import JOB_STATUSES, TERMINAL_STATUSES, Job
+from core.db import Database
+from core.models import JOB_STATUSES, TERMINAL_STATUSES, Job
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from core.models import JOB_STATUSES
+from core.spec import JobSpec
 from service import schemas
-from service.models import JOB_STATUSES
 from service.predictions import PredictRequest
-from service.spec import JobSpec
 
 REF = "#/components/schemas/{model}"
 

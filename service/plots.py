@@ -15,8 +15,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sqlalchemy.orm import Session
 
+from core.models import TERMINAL_STATUSES, Job
 from service.jobs import job_history
-from service.models import TERMINAL_STATUSES, Job
 
 # Figure objects (never pyplot's global state) are safe to build in any thread, but matplotlib's
 # font and text-layout caches are shared; one render at a time costs little (it holds the GIL).

@@ -11,11 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.artifact import ArtifactError
+from core.models import Model
+from core.runtime import Predictor
+from core.spec import field_path
 from service.errors import ApiError
-from service.models import Model
-from service.spec import field_path
-from worker.artifact import ArtifactError
-from worker.runtime import Predictor
 
 
 class PredictRequest(BaseModel):

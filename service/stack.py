@@ -19,8 +19,9 @@ from urllib.parse import urlparse
 
 import redis
 
-from service import logs, manage
-from service.config import Settings
+from core import logs
+from core.settings import Settings
+from service import manage
 
 log = logging.getLogger("trainsvc.stack")
 

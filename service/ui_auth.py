@@ -14,10 +14,10 @@ from datetime import timedelta
 from flask import Flask, current_app, request, session
 from sqlalchemy import select
 
+from core.models import ApiKey
 from service.api.common import session as db_session
 from service.auth import KeyCache, hash_key, tenant_for_key
 from service.errors import ApiError
-from service.models import ApiKey
 
 SESSION_HOURS = 12
 

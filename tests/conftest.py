@@ -9,11 +9,11 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from service import migrate
+from core import migrate
+from core.db import Database
+from core.settings import Settings
 from service.app import create_app
 from service.auth import ensure_api_key
-from service.config import Settings
-from service.db import Database
 
 KEYS = {"alice": "key-alice-0123456789", "bob": "key-bob-0123456789"}
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import sync_playwright
 
-from service.config import Settings
+from core.settings import Settings
 from service.stack import free_port
 from tests.support import LoggedProcess
 

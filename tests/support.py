@@ -17,7 +17,7 @@ import redis
 import sqlalchemy as sa
 from flask.testing import FlaskClient
 
-from service.db import normalize_url
+from core.db import normalize_url
 from service.stack import redis_answers
 
 ROOT = Path(__file__).resolve().parent.parent

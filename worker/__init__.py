@@ -1,5 +1,5 @@
-"""The training side: Celery tasks, engines, datasets, and the portable model runtime.
+"""The training side: the Celery app and tasks, the engines, the reaper.
 
-Nothing here imports Celery or TensorFlow at package import: the API process uses the
-artifact and runtime modules.
+It stands on `core/` and never imports `service/`. Nothing here imports TensorFlow at package
+import: only the Keras engine does, inside the task.
 """

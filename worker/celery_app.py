@@ -1,17 +1,15 @@
-"""The Celery application, built from our settings; used by the worker and, to send, the API."""
+"""The worker's Celery application, built from our settings and the shared message contract."""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any, ClassVar
 
 from celery import Celery, bootsteps
 
-from service.config import Settings
-from service.db import Database
-
-TRAIN_TASK = "train_job"
+from core.db import Database
+from core.messages import TRAIN_TASK, broker_options, celery_config
+from core.settings import Settings
 
 
 class TrainingCelery(Celery):
@@ -21,31 +19,11 @@ class TrainingCelery(Celery):
     db: Database
 
 
-def broker_options(url: str, settings: Settings) -> tuple[str, dict[str, Any]]:
-    """Broker URL and transport options; `filesystem:///dir` is the embedded single-host broker."""
-    if url.startswith("filesystem://"):
-        folder = Path(url.removeprefix("filesystem://") or settings.var_dir / "broker")
-        (folder / "processed").mkdir(parents=True, exist_ok=True)
-        return "filesystem://", {
-            "data_folder_in": str(folder),
-            "data_folder_out": str(folder),
-            "processed_folder": str(folder / "processed"),
-            "store_processed": False,
-            "polling_interval": 0.1,
-        }
-    # Redis re-delivers unacknowledged messages after the visibility timeout; it must outlast
-    # the hard time limit (Settings.check enforces it) or a running job would be delivered twice.
-    return url, {"visibility_timeout": settings.visibility_timeout}
-
-
 def make_celery(settings: Settings) -> TrainingCelery:
-    broker, transport_options = broker_options(settings.effective_broker_url, settings)
+    broker, _ = broker_options(settings)
     app = TrainingCelery("trainsvc", broker=broker, set_as_current=True)
+    app.conf.update(celery_config(settings))
     app.conf.update(
-        task_serializer="json",
-        accept_content=["json"],
-        result_serializer="json",
-        task_ignore_result=True,
         # Acknowledge only after the task ran, and give the message back if the worker process
         # dies: together with the conditional claim in the database, a job is never lost.
         task_acks_late=True,
@@ -58,16 +36,6 @@ def make_celery(settings: Settings) -> TrainingCelery:
         worker_cancel_long_running_tasks_on_connection_loss=False,
         task_soft_time_limit=settings.job_soft_time_limit,
         task_time_limit=settings.job_time_limit,
-        task_default_queue=settings.queue_name,
-        broker_transport_options=transport_options,
-        broker_connection_retry_on_startup=True,
-        broker_connection_timeout=3,
-        task_publish_retry_policy={
-            "max_retries": 2,
-            "interval_start": 0,
-            "interval_step": 0.5,
-            "interval_max": 1,
-        },
     )
     app.settings = settings
     app.db = Database(settings.database_url)
@@ -105,13 +73,3 @@ class ReaperStep(bootsteps.StartStopStep):
             reap_once(app.db, enqueue, app.settings)
         except Exception:
             logging.getLogger(__name__).exception("reaper pass failed")
-
-
-def broker_ready(app: Celery) -> bool:
-    """True if the broker accepts a connection now."""
-    try:
-        with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
-        return True
-    except Exception:
-        return False

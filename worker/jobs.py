@@ -15,18 +15,18 @@ from typing import Any
 import numpy as np
 from sqlalchemy import delete, insert, select, update
 
-from service.datasets import info_lookup
-from service.db import Database, rowcount
-from service.models import Job, JobMetric, Model, new_id, utcnow
-from service.spec import JobSpec, SpecError, parse_spec
-from worker.artifact import FORMAT_VERSION, Artifact
-from worker.datasets import prepare, uploaded_arrays
+from core.artifact import FORMAT_VERSION, Artifact
+from core.datasets import PreparedData, prepare, uploaded_arrays
+from core.db import Database, rowcount
+from core.models import Job, JobMetric, Model, new_id, utcnow
+from core.registry import Registry
+from core.spec import JobSpec, SpecError, parse_spec
+from core.uploads import info_lookup
 from worker.engines.base import (
     Diverged,
     EngineResult,
     EpochCallback,
     EpochRecord,
-    PreparedData,
     finite_or_none,
 )
 
@@ -36,7 +36,7 @@ Engine = Callable[[JobSpec, PreparedData, EpochCallback], EngineResult]
 
 
 def _numpy_engine(spec: JobSpec, data: PreparedData, cb: EpochCallback) -> EngineResult:
-    from worker.engines.numpy_engine.network import train
+    from worker.engines.numpy_engine.training import train
 
     return train(spec, data, cb)
 
@@ -47,7 +47,7 @@ def _keras_engine(spec: JobSpec, data: PreparedData, cb: EpochCallback) -> Engin
     return train(spec, data, cb)
 
 
-ENGINES: dict[str, Engine] = {"numpy": _numpy_engine, "keras": _keras_engine}
+ENGINES: Registry[Engine] = Registry("engine", {"numpy": _numpy_engine, "keras": _keras_engine})
 
 
 class JobCancelled(Exception):
@@ -352,7 +352,7 @@ def run_job(
                 uploaded = uploaded_arrays(session, job.tenant_id, spec)
             recorder = EpochRecorder(db, job_id, attempt, spec.epochs, flush_seconds)
             data = prepare(spec, uploaded)
-            result = ENGINES[spec.engine](spec, data, recorder)
+            result = ENGINES.get(spec.engine)(spec, data, recorder)
             if recorder.pending:
                 recorder.flush()
             return finish_succeeded(db, job, spec, data, result, started=started)

@@ -9,8 +9,8 @@ from typing import Any
 
 from celery.signals import setup_logging
 
-from service import logs
-from service.config import Settings
+from core import logs
+from core.settings import Settings
 from worker.celery_app import make_celery
 
 settings = Settings.from_env()

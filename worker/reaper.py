@@ -16,9 +16,9 @@ from datetime import timedelta
 
 from sqlalchemy import or_, select, update
 
-from service.config import Settings
-from service.db import Database, rowcount
-from service.models import Job, utcnow
+from core.db import Database, rowcount
+from core.models import Job, utcnow
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from service.logs import job_context
-from worker.celery_app import TRAIN_TASK, TrainingCelery
+from core.logs import job_context
+from core.messages import TRAIN_TASK
+from worker.celery_app import TrainingCelery
 from worker.jobs import run_job
 
 

@@ -7,8 +7,8 @@ from typing import Any
 from flask import current_app, g, request
 from sqlalchemy.orm import Session
 
+from core.db import Database
 from service.auth import authenticate
-from service.db import Database
 from service.errors import ApiError
 
 

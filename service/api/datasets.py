@@ -5,9 +5,9 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
 
+from core.settings import Settings
 from service import datasets
 from service.api.common import page_limit, session, tenant
-from service.config import Settings
 from service.errors import ApiError
 
 bp = Blueprint("datasets", __name__, url_prefix="/v1/datasets")

@@ -5,12 +5,12 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
 
+from core.models import Job
+from core.spec import SpecError, parse_spec
+from core.uploads import info_lookup
 from service import events, jobs, plots
 from service.api.common import db, flag, json_body, page_limit, session, tenant
-from service.datasets import info_lookup
 from service.errors import ApiError
-from service.models import Job
-from service.spec import SpecError, parse_spec
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 

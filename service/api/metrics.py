@@ -8,8 +8,8 @@ from flask import Blueprint, Response, current_app, request
 from flask.typing import ResponseReturnValue
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from core.settings import Settings
 from service.api.common import tenant
-from service.config import Settings
 from service.errors import ApiError
 from service.monitoring import REQUESTS, exposition
 

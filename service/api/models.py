@@ -6,9 +6,9 @@ from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
+from core.models import Model
 from service.api.common import json_body, session, tenant
 from service.errors import ApiError
-from service.models import Model
 from service.monitoring import PREDICT_SECONDS
 from service.predictions import load_predictor, model_to_dict, parse_instances
 

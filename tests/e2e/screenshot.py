@@ -16,9 +16,9 @@ from pathlib import Path
 
 import redis
 
-from service import migrate
-from service.config import Settings
-from service.db import Database
+from core import migrate
+from core.db import Database
+from core.settings import Settings
 from tests.conftest import KEYS, add_keys
 from tests.e2e.test_dashboard_browser import sign_in, submit_from_form, wait_until_finished
 from tests.live import chromium, gunicorn
@@ -31,7 +31,7 @@ INSTANCES = [[0.5, -1.2, 0.3, 2.0, -0.5, 0.0, 1.1, -0.7, 0.4, 0.9,
 def main(target: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="trainsvc-shot-") as scratch, ExitStack() as cleanup:
         tmp = Path(scratch)
-        url = f"sqlite:///{tmp / 'service.db'}"
+        url = f"sqlite:///{tmp / 'core.db'}"
         migrate.upgrade(url)
         add_keys(Database(url))
         broker = redis_url() or f"filesystem://{tmp / 'broker'}"

@@ -98,7 +98,7 @@ def test_dashboard_sign_in_submit_watch_plot_and_predict(
         # A spec that fails validation comes back with the field path of each problem.
         page.click("nav >> text=New job")
         bad = json.loads(page.input_value("#spec"))
-        bad["layers"][0]["activation"] = "swish"
+        bad["layers"][0]["activation"] = "mish"
         page.fill("#spec", json.dumps(bad))
         page.click("button[value=submit]")
         expect(page.locator("#problems")).to_contain_text("layers[0].activation")

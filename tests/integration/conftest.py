@@ -18,10 +18,10 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
-from service import migrate
+from core import migrate
+from core.db import Database
+from core.settings import Settings
 from service.app import create_app
-from service.config import Settings
-from service.db import Database
 from tests.conftest import add_keys, auth
 from tests.support import WorkerProcess, postgres_admin_url, redis_url, scratch_postgres
 
@@ -59,7 +59,7 @@ def stack(
                 pytest.skip("PostgreSQL is not answering on this machine")
             url = cleanup.enter_context(scratch_postgres(admin))
         else:
-            url = f"sqlite:///{tmp / 'service.db'}"
+            url = f"sqlite:///{tmp / 'core.db'}"
         migrate.upgrade(url)
         database = Database(url)
         cleanup.callback(database.dispose)

@@ -17,11 +17,11 @@ from typing import Any
 import redis
 from sqlalchemy import func, select
 
-from service import migrate
+from core import migrate
+from core.db import Database
+from core.models import Job, Model
+from core.settings import Settings
 from service.app import create_app
-from service.config import Settings
-from service.db import Database
-from service.models import Job, Model
 from tests.conftest import add_keys, auth
 from tests.support import (
     SEED_SPEC,
@@ -78,7 +78,7 @@ class Harness:
         if admin is not None:
             url = cleanup.enter_context(scratch_postgres(admin))
         else:
-            url = f"sqlite:///{tmp / 'service.db'}"
+            url = f"sqlite:///{tmp / 'core.db'}"
         migrate.upgrade(url)
         database = Database(url)
         add_keys(database)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from service.config import Settings
-from service.models import Job, utcnow
+from core.models import Job, utcnow
+from core.settings import Settings
 from tests.integration import harness
 from tests.integration.harness import Harness, job_spec
 from tests.support import RedisServer

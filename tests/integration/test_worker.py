@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from service.models import Model
-from service.spec import parse_spec
+from core.datasets import prepare
+from core.models import Model
+from core.spec import parse_spec
 from tests.conftest import auth
 from tests.integration.conftest import Stack, submit
 from tests.support import SEED_SPEC, diverging_spec, raw_features, wait_for_job, wait_for_log
-from worker.datasets import prepare
-from worker.engines.numpy_engine.network import Network, fit
+from worker.engines.numpy_engine.network import Network
 from worker.engines.numpy_engine.optimizers import make_optimizer
+from worker.engines.numpy_engine.training import fit
 
 pytestmark = pytest.mark.integration
 ALICE = auth("alice")
@@ -53,10 +54,10 @@ def test_seed_job_trains_and_serves_the_engines_own_predictions(stack: Stack) ->
     spec = parse_spec(SEED_SPEC)
     data = prepare(spec)
     rng = np.random.default_rng(spec.seed)
-    net = Network.from_spec(list(spec.layers), data.n_features, spec.loss, rng)
+    net = Network.from_spec(spec.layers, data.n_features, spec.loss, rng)
     fit(
         net,
-        make_optimizer(spec.optimizer),
+        make_optimizer(spec.optimizer, net.flat_params, net.flat_grads),
         data,
         epochs=spec.epochs,
         batch_size=spec.batch_size,

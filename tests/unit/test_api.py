@@ -10,7 +10,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from service.db import Database
+from core.db import Database
 from tests.conftest import RecordingQueue, auth
 from tests.support import SEED_SPEC
 from worker.jobs import run_job
@@ -83,7 +83,7 @@ def test_dry_run_summarises_without_queuing(client: FlaskClient, queue: Recordin
 
 def test_invalid_spec_is_422_with_field_paths(client: FlaskClient, queue: RecordingQueue) -> None:
     spec = small_spec(loss="hinge")
-    spec["layers"][3]["activation"] = "swish"
+    spec["layers"][3]["activation"] = "mish"
     error = assert_error(submit(client, spec), 422, "invalid_spec")
     fields = {d["field"] for d in error["details"]}
     assert fields == {"loss", "layers[3].activation"}
@@ -259,7 +259,7 @@ def test_a_job_is_accepted_while_the_broker_is_down(
     queue.enqueue = refuse  # type: ignore[method-assign]
     response = submit(client, small_spec())
     assert response.status_code == 202 and response.get_json()["status"] == "queued"
-    from service.models import Job
+    from core.models import Job
 
     with database.begin() as session:
         job = session.get(Job, response.get_json()["id"])
@@ -289,8 +289,8 @@ def test_a_tampered_model_gives_a_clear_error(
 ) -> None:
     import numpy as np
 
-    from service.models import Model
-    from worker.artifact import Artifact
+    from core.artifact import Artifact
+    from core.models import Model
 
     model_id = trained_model(client, database, small_spec())
     with database.begin() as session:

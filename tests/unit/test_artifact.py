@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from worker.artifact import META_KEY, Artifact, ArtifactError
+from core.artifact import META_KEY, Artifact, ArtifactError
 
 META = {
     "format": 1,

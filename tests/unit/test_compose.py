@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
+from core.settings import ENV_VARS, Settings
 from service.app import create_app
-from service.config import ENV_VARS, Settings
 from tests.conftest import RecordingQueue
 from tests.support import ROOT
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.config import Settings, parse_api_keys
+from core.settings import Settings, parse_api_keys
 
 
 def test_defaults_and_overrides() -> None:

@@ -10,10 +10,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import delete
 
+from core.db import Database
+from core.models import ApiKey
+from core.settings import Settings
 from service.app import create_app
-from service.config import Settings
-from service.db import Database
-from service.models import ApiKey
 from tests.conftest import KEYS, RecordingQueue
 from tests.sse import events as parse_events
 from tests.unit.test_api import small_spec
@@ -103,7 +103,7 @@ def test_submit_form_queues_the_job_or_shows_each_problem(
     form = client.get("/ui/jobs/new").get_data(as_text=True)
     assert "seed-example" in form and "sparse_categorical_crossentropy" in form
     bad = small_spec(epochs=0)
-    bad["layers"][0]["activation"] = "swish"
+    bad["layers"][0]["activation"] = "mish"
     response = submit_form(client, token, bad)
     page = response.get_data(as_text=True)
     assert response.status_code == 422

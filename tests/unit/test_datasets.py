@@ -10,9 +10,9 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import delete
 
-from service.datasets import CsvError, parse_csv
-from service.db import Database
-from service.models import Dataset
+from core.db import Database
+from core.models import Dataset
+from core.uploads import CsvError, parse_csv
 from tests.conftest import auth
 from tests.unit.test_api import assert_error, small_spec
 from worker.jobs import run_job

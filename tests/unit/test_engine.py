@@ -8,14 +8,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.spec import JobSpec, parse_spec
+from core.datasets import prepare
+from core.runtime import Predictor
+from core.spec import JobSpec, parse_spec
 from tests.support import SEED_SPEC, diverging_spec, raw_features
-from worker.datasets import prepare
 from worker.engines.base import Diverged, EpochRecord
-from worker.engines.numpy_engine.network import Network, fit, train
+from worker.engines.numpy_engine.network import Network
 from worker.engines.numpy_engine.optimizers import make_optimizer
+from worker.engines.numpy_engine.training import fit, train
 from worker.jobs import build_artifact
-from worker.runtime import Predictor
 
 
 def spec_with(**changes: Any) -> JobSpec:
@@ -50,10 +51,10 @@ def test_runtime_matches_the_engine_on_test_rows() -> None:
     spec = spec_with(epochs=5)
     data = prepare(spec)
     rng = np.random.default_rng(spec.seed)
-    net = Network.from_spec(list(spec.layers), data.n_features, spec.loss, rng)
+    net = Network.from_spec(spec.layers, data.n_features, spec.loss, rng)
     fit(
         net,
-        make_optimizer(spec.optimizer),
+        make_optimizer(spec.optimizer, net.flat_params, net.flat_grads),
         data,
         epochs=5,
         batch_size=32,

@@ -20,10 +20,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from service import migrate
+from core import migrate
+from core.db import Database
+from core.settings import Settings
 from service.app import create_app
-from service.config import Settings
-from service.db import Database
 from tests.conftest import RecordingQueue, add_keys, auth
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))

@@ -7,14 +7,12 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from service.spec import ACTIVATIONS as ACTIVATION_NAMES
-from service.spec import LOSSES as LOSS_NAMES
-from service.spec import BatchNorm as BatchNormSpec
-from service.spec import Dense as DenseSpec
-from service.spec import Dropout as DropoutSpec
-from worker.engines.numpy_engine.activations import ACTIVATIONS
+from core.activations import ACTIVATIONS, ActivationSpec, Bound, LeakyReluSpec, bind
+from core.layers import BatchNorm as BatchNormSpec
+from core.layers import Dense as DenseSpec
+from core.layers import Dropout as DropoutSpec
+from core.losses import LOSSES
 from worker.engines.numpy_engine.layers import BatchNorm, Dense, Dropout, Layer
-from worker.engines.numpy_engine.losses import LOSSES
 from worker.engines.numpy_engine.network import Network
 
 EPS = 1e-6
@@ -39,9 +37,12 @@ def assert_close(analytic: np.ndarray, numeric: np.ndarray) -> None:
     assert np.max(np.abs(analytic - numeric) / scale) < 1e-6
 
 
-def test_the_registries_cover_every_name_the_spec_allows() -> None:
-    assert set(ACTIVATIONS) == set(ACTIVATION_NAMES)
-    assert set(LOSSES) == set(LOSS_NAMES)
+# Every activation in the registry with its default parameters, and one with others.
+ACTIVATION_SPECS: list[ActivationSpec] = [
+    *(entry.spec(type=name) for name, entry in ACTIVATIONS.items()),
+    LeakyReluSpec(type="leaky_relu", negative_slope=0.05),
+]
+ACTIVATION_IDS = ["-".join(str(v) for v in spec.model_dump().values()) for spec in ACTIVATION_SPECS]
 
 
 def check_layer(layer: Layer, x: np.ndarray, rng: np.random.Generator, reseed: int | None = None):
@@ -63,20 +64,19 @@ def check_layer(layer: Layer, x: np.ndarray, rng: np.random.Generator, reseed: i
         assert_close(analytic[name], numeric_grad(f, param))
 
 
-@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
-def test_dense_layer_with_each_activation(activation: str) -> None:
+@pytest.mark.parametrize("activation", ACTIVATION_SPECS, ids=ACTIVATION_IDS)
+def test_dense_layer_with_each_activation(activation: ActivationSpec) -> None:
     rng = np.random.default_rng(1)
-    layer = Dense(4, 3, activation, "glorot_uniform", rng, dtype=np.float64)
+    layer = Dense(4, 3, bind(activation), "glorot_uniform", rng, dtype=np.float64)
     layer.params["bias"][:] = rng.standard_normal(3)
     x = rng.standard_normal((5, 4))
-    if activation == "relu":
-        x += np.sign(x) * 0.1  # keep pre-activations away from relu's kink
+    x += np.sign(x) * 0.1  # keep pre-activations away from a kink at zero
     check_layer(layer, x, rng)
 
 
-@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
-def test_each_activation_backward_matches_its_forward(activation: str) -> None:
-    act = ACTIVATIONS[activation]
+@pytest.mark.parametrize("activation", ACTIVATION_SPECS, ids=ACTIVATION_IDS)
+def test_each_activation_backward_matches_its_forward(activation: ActivationSpec) -> None:
+    act = bind(activation)
     rng = np.random.default_rng(2)
     z = rng.standard_normal((4, 3)) + 0.05
     g = rng.standard_normal((4, 3))
@@ -107,6 +107,10 @@ def test_dropout_scales_kept_units_and_is_identity_at_inference() -> None:
     assert np.array_equal(layer.forward(x, training=False), x)
 
 
+def act_named(name: str) -> Bound:
+    return bind(ACTIVATIONS.get(name).spec(type=name))
+
+
 OUTPUTS = {
     "mse": ("linear", 2),
     "binary_crossentropy": ("sigmoid", 1),
@@ -128,7 +132,7 @@ def targets(loss: str, rng: np.random.Generator, n: int) -> np.ndarray:
 def test_each_loss_gradient_with_respect_to_logits(loss_name: str) -> None:
     rng = np.random.default_rng(5)
     activation, width = OUTPUTS[loss_name]
-    act, loss = ACTIVATIONS[activation], LOSSES[loss_name]
+    act, loss = bind(ACTIVATIONS.get(activation).spec(type=activation)), LOSSES.get(loss_name)
     z = rng.standard_normal((7, width)) * 2
     t = targets(loss_name, rng, 7)
     analytic = loss.gradient(t, z, act.forward(z), act)
@@ -138,7 +142,7 @@ def test_each_loss_gradient_with_respect_to_logits(loss_name: str) -> None:
 @pytest.mark.parametrize("loss_name", ["mse"])
 def test_mse_through_a_nonlinear_output(loss_name: str) -> None:
     rng = np.random.default_rng(6)
-    act, loss = ACTIVATIONS["tanh"], LOSSES[loss_name]
+    act, loss = act_named("tanh"), LOSSES.get(loss_name)
     z = rng.standard_normal((5, 2))
     t = rng.standard_normal((5, 2))
     analytic = loss.gradient(t, z, act.forward(z), act)
@@ -148,13 +152,13 @@ def test_mse_through_a_nonlinear_output(loss_name: str) -> None:
 def test_cross_entropy_stays_finite_for_extreme_logits() -> None:
     z = np.array([[1000.0, -1000.0, 0.0]])
     for name in ("categorical_crossentropy", "sparse_categorical_crossentropy"):
-        loss = LOSSES[name]
+        loss = LOSSES.get(name)
         t = np.array([1]) if name.startswith("sparse") else np.array([[0.0, 1.0, 0.0]])
-        value = loss.value(t, z, ACTIVATIONS["softmax"].forward(z))
+        value = loss.value(t, z, act_named("softmax").forward(z))
         assert np.isfinite(value) and value == pytest.approx(2000.0)
-    bce = LOSSES["binary_crossentropy"]
+    bce = LOSSES.get("binary_crossentropy")
     zb = np.array([[800.0], [-800.0]])
-    assert bce.value(np.array([[0.0], [1.0]]), zb, ACTIVATIONS["sigmoid"].forward(zb)) == (
+    assert bce.value(np.array([[0.0], [1.0]]), zb, act_named("sigmoid").forward(zb)) == (
         pytest.approx(800.0)
     )
 
@@ -167,7 +171,12 @@ def test_whole_network_gradients(loss_name: str) -> None:
         DenseSpec(type="dense", units=5, activation="tanh"),
         BatchNormSpec(type="batch_norm"),
         DropoutSpec(type="dropout", rate=0.3),
-        DenseSpec(type="dense", units=4, activation="sigmoid", kernel_initializer="he_normal"),
+        DenseSpec(
+            type="dense",
+            units=4,
+            activation="sigmoid",
+            kernel_initializer="he_normal",
+        ),
         DenseSpec(type="dense", units=width, activation=activation),
     ]
     rng = np.random.default_rng(8)
@@ -185,6 +194,4 @@ def test_whole_network_gradients(loss_name: str) -> None:
     f()
     dropout.rng = np.random.default_rng(11)  # type: ignore[attr-defined]
     net.train_step(x, t)
-    analytic = [grad.copy() for _, grad in net.param_pairs()]
-    for (param, _), grad in zip(net.param_pairs(), analytic, strict=True):
-        assert_close(grad, numeric_grad(f, param))
+    assert_close(net.flat_grads.copy(), numeric_grad(f, net.flat_params))

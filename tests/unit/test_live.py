@@ -10,9 +10,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import update
 
+from core.db import Database
+from core.models import Job, JobMetric, utcnow
 from service import events
-from service.db import Database
-from service.models import Job, JobMetric, utcnow
 from service.plots import PlotCache, render_png
 from tests.conftest import auth
 from tests.sse import Event

@@ -13,10 +13,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.db import Database
+from core.logs import JsonFormatter, TextFormatter, job_context, make_handler
+from core.settings import Settings
 from service.app import create_app
-from service.config import Settings
-from service.db import Database
-from service.logs import JsonFormatter, TextFormatter, job_context, make_handler
 from tests.conftest import RecordingQueue, auth
 from tests.support import redis_url
 from tests.unit.test_api import small_spec, submit

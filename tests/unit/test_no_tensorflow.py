@@ -12,10 +12,10 @@ from tests.support import ROOT
 PROBE = r"""
 import sys, copy, json
 from pathlib import Path
-from service import migrate
+from core import migrate
 from service.app import create_app
-from service.config import Settings
-from service.db import Database
+from core.settings import Settings
+from core.db import Database
 from tests.conftest import RecordingQueue, add_keys, auth
 from tests.support import SEED_SPEC
 from worker.jobs import run_job
@@ -31,7 +31,7 @@ job = client.post("/v1/jobs", json=spec, headers=auth("alice")).get_json()
 assert client.post("/v1/jobs?dry_run=true", json=spec, headers=auth("alice")).status_code == 200
 # Train in a child process so that only the API's own imports stay in this one.
 import subprocess
-code = "import sys; from service.db import Database; from worker.jobs import run_job; " \
+code = "import sys; from core.db import Database; from worker.jobs import run_job; " \
        "assert run_job(Database(sys.argv[1]), sys.argv[2]) == 'succeeded'"
 subprocess.run([sys.executable, "-c", code, url, job["id"]], check=True)
 model_id = client.get(f"/v1/jobs/{job['id']}", headers=auth("alice")).get_json()["model_id"]

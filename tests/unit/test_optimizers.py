@@ -5,16 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.spec import SGD, Adam, RMSprop
+from core.optimizers import SGD, Adam, RMSprop
 from worker.engines.numpy_engine.optimizers import make_optimizer
 
 
 def run(spec: SGD | RMSprop | Adam, grads: list[float], start: float = 1.0) -> list[float]:
-    optimizer = make_optimizer(spec)
-    param = np.array([start], dtype=np.float64)
+    param, grad = np.array([start], dtype=np.float64), np.zeros(1)
+    optimizer = make_optimizer(spec, param, grad)
     seen = []
     for g in grads:
-        optimizer.apply([(param, np.array([g]))])
+        grad[0] = g
+        optimizer.step()
         seen.append(float(param[0]))
     return seen
 
@@ -58,15 +59,13 @@ def test_adam() -> None:
 
 
 def test_adam_keeps_state_per_parameter() -> None:
-    optimizer = make_optimizer(Adam(type="adam", learning_rate=0.1))
-    a, b = np.array([1.0]), np.array([1.0])
-    optimizer.apply([(a, np.array([1.0])), (b, np.array([-1.0]))])
-    assert a[0] == pytest.approx(0.9, abs=1e-6) and b[0] == pytest.approx(1.1, abs=1e-6)
+    params, grads = np.array([1.0, 1.0]), np.array([1.0, -1.0])
+    make_optimizer(Adam(type="adam", learning_rate=0.1), params, grads).step()
+    assert params == pytest.approx([0.9, 1.1], abs=1e-6)
 
 
 def test_optimizers_keep_float32_parameters_float32() -> None:
     for spec in (SGD(type="sgd", momentum=0.9), RMSprop(type="rmsprop"), Adam(type="adam")):
-        optimizer = make_optimizer(spec)
         param = np.ones(3, dtype=np.float32)
-        optimizer.apply([(param, np.full(3, 0.5, dtype=np.float32))])
+        make_optimizer(spec, param, np.full(3, 0.5, dtype=np.float32)).step()
         assert param.dtype == np.float32

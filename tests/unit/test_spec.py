@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from service.spec import JobSpec, SpecError, parse_spec
+from core.layers import Dense
+from core.optimizers import Adam
+from core.spec import JobSpec, SpecError, parse_spec
 from tests.support import SEED_SPEC
 
 Edit = Callable[[dict[str, Any]], None]
@@ -44,7 +46,7 @@ DELETE = object()
 
 BAD_SPECS: list[tuple[str, Edit, str, str]] = [
     ("unknown layer type", set_path("layers.1", {"type": "conv2d"}), "layers[1].type", "dense"),
-    ("unknown activation", set_path("layers.3.activation", "gelu"), "layers[3].activation", "relu"),
+    ("unknown activation", set_path("layers.3.activation", "mish"), "layers[3].activation", "relu"),
     ("unknown loss", set_path("loss", "hinge"), "loss", "sparse_categorical_crossentropy"),
     ("unknown optimizer", set_path("optimizer", {"type": "adamw"}), "optimizer.type", "rmsprop"),
     ("unknown engine", set_path("engine", "torch"), "engine", "keras"),
@@ -186,8 +188,9 @@ def test_defaults_follow_keras() -> None:
         }
     )
     assert (spec.engine, spec.epochs, spec.batch_size) == ("numpy", 1, 32)
-    assert spec.optimizer.type == "adam" and spec.optimizer.epsilon == 1e-7
-    assert spec.layers[0].kernel_initializer == "glorot_uniform"  # type: ignore[union-attr]
+    assert isinstance(spec.optimizer, Adam) and spec.optimizer.epsilon == 1e-7
+    assert isinstance(spec.layers[0], Dense)
+    assert spec.layers[0].kernel_initializer == "glorot_uniform"
     default_optimizer = JobSpec.model_validate(
         {
             "dataset": {"builtin": "diabetes"},

@@ -8,13 +8,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.spec import EarlyStopping, SpecError, parse_spec
+from core.datasets import prepare
+from core.runtime import Predictor
+from core.spec import EarlyStopping, SpecError, parse_spec
 from tests.support import overfitting_spec, raw_features
-from worker.datasets import prepare
 from worker.engines.base import EpochRecord
 from worker.engines.stopping import StopPolicy
 from worker.jobs import build_artifact
-from worker.runtime import Predictor
 
 
 def record(epoch: int, val_loss: float) -> EpochRecord:
@@ -24,8 +24,7 @@ def record(epoch: int, val_loss: float) -> EpochRecord:
 def run_policy(rule: EarlyStopping, values: list[float], epochs: int = 100) -> StopPolicy:
     policy = StopPolicy(rule, None, epochs)
     for epoch, value in enumerate(values, start=1):
-        policy.improved(record(epoch, value))
-        if policy.should_stop(record(epoch, value)):
+        if policy.observe(record(epoch, value)).stop:
             break
     return policy
 
@@ -46,8 +45,7 @@ def test_min_delta_and_max_mode() -> None:
     policy = StopPolicy(rule, None, 10)
     for epoch, acc in enumerate([0.5, 0.7, 0.6], start=1):
         rec = EpochRecord(epoch, 1.0, None, 1.0, acc, 0.0)
-        policy.improved(rec)
-        stopped = policy.should_stop(rec)
+        stopped = policy.observe(rec).stop
     assert stopped and policy.best_epoch == 2
 
 
@@ -71,7 +69,7 @@ def val_loss_of_stored_model(spec_raw: dict[str, Any], train: Any) -> tuple[floa
 
 
 def engines() -> list[Any]:
-    from worker.engines.numpy_engine.network import train as numpy_train
+    from worker.engines.numpy_engine.training import train as numpy_train
 
     found = [pytest.param(numpy_train, "numpy", id="numpy")]
     try:

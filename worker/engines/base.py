@@ -7,7 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from numpy.typing import NDArray
 
 
@@ -23,23 +22,6 @@ class Diverged(Exception):
 
 
 @dataclass
-class PreparedData:
-    """Split, scaled and encoded arrays; features are float32, targets encoded for the loss."""
-
-    task: str
-    n_features: int
-    classes: list[Any]
-    X_fit: NDArray
-    T_fit: NDArray
-    X_val: NDArray | None
-    T_val: NDArray | None
-    X_test: NDArray
-    T_test: NDArray
-    scaler_mean: NDArray | None = None
-    scaler_scale: NDArray | None = None
-
-
-@dataclass
 class EpochRecord:
     epoch: int  # 1-based, as people count epochs
     loss: float
@@ -47,15 +29,6 @@ class EpochRecord:
     val_loss: float | None
     val_accuracy: float | None
     seconds: float
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"epoch": self.epoch, "loss": self.loss}
-        for name in ("accuracy", "val_loss", "val_accuracy"):
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = value
-        out["seconds"] = self.seconds
-        return out
 
 
 # Called after each epoch; may raise (a cancelled job) to stop training.
@@ -84,7 +57,3 @@ def finite_or_none(value: float | None) -> float | None:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
-
-
-def as_float32(x: NDArray) -> NDArray:
-    return np.ascontiguousarray(x, dtype=np.float32)

@@ -19,28 +19,49 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from service.spec import JobSpec
-from worker.artifact import describe_layers
-from worker.engines.base import (
-    Diverged,
-    EngineResult,
-    EpochCallback,
-    EpochRecord,
-    PreparedData,
-)
+from core.activations import ActivationSpec
+from core.artifact import describe_layers
+from core.datasets import PreparedData
+from core.layers import LayerSpec
+from core.optimizers import OptimizerSpec
+from core.registry import Registry
+from core.spec import JobSpec
+from worker.engines.base import Diverged, EngineResult, EpochCallback, EpochRecord
 from worker.engines.stopping import StopPolicy
 
-KERAS_LOSSES = {
-    "mse": "mean_squared_error",
-    "binary_crossentropy": "binary_crossentropy",
-    "categorical_crossentropy": "categorical_crossentropy",
-    "sparse_categorical_crossentropy": "sparse_categorical_crossentropy",
-}
+# Activations Keras knows by the same name and takes without parameters.
+SAME_NAME_ACTIVATIONS = (
+    "relu",
+    "sigmoid",
+    "tanh",
+    "softmax",
+    "linear",
+    "elu",
+    "selu",
+    "gelu",
+    "softplus",
+    "swish",
+)
+
+
+def _by_name(name: str) -> Callable[[Any, ActivationSpec], str]:
+    return lambda keras, spec: name
+
+
+_threads = 0
+
+
+def configure(threads: int) -> None:
+    """Threads TensorFlow may use in this process (TF_NUM_THREADS); set before the first job."""
+    global _threads
+    _threads = threads
 
 
 def _keras() -> Any:
@@ -49,7 +70,7 @@ def _keras() -> Any:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    threads = int(os.environ.get("TF_NUM_THREADS", "0"))  # 0: TensorFlow picks
+    threads = _threads  # 0: TensorFlow picks
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
@@ -60,77 +81,100 @@ def _keras() -> Any:
     return keras
 
 
-def make_optimizer(spec: Any) -> Any:
-    keras = _keras()
-    if spec.type == "sgd":
-        return keras.optimizers.SGD(
-            learning_rate=spec.learning_rate, momentum=spec.momentum, nesterov=spec.nesterov
-        )
-    if spec.type == "rmsprop":
-        return keras.optimizers.RMSprop(
-            learning_rate=spec.learning_rate, rho=spec.rho, epsilon=spec.epsilon
-        )
-    return keras.optimizers.Adam(
-        learning_rate=spec.learning_rate,
-        beta_1=spec.beta_1,
-        beta_2=spec.beta_2,
-        epsilon=spec.epsilon,
-    )
+# Builders keyed by the names core/ declares; each takes the spec entry and returns what Keras
+# takes. A name with no builder here raises UnknownKind when a job uses it.
+ACTIVATIONS: Registry[Callable[[Any, ActivationSpec], Any]] = Registry(
+    "keras engine activation",
+    {
+        **{name: _by_name(name) for name in SAME_NAME_ACTIVATIONS},
+        "leaky_relu": lambda k, a: partial(k.activations.leaky_relu, **a.params()),
+    },
+)
+INITIALIZERS: Registry[str] = Registry(
+    "keras engine kernel initializer",
+    {name: name for name in ("he_normal", "he_uniform", "glorot_normal", "glorot_uniform")},
+)
+LOSSES: Registry[str] = Registry(
+    "keras engine loss",
+    {
+        "mse": "mean_squared_error",
+        "binary_crossentropy": "binary_crossentropy",
+        "categorical_crossentropy": "categorical_crossentropy",
+        "sparse_categorical_crossentropy": "sparse_categorical_crossentropy",
+    },
+)
+OPTIMIZERS: Registry[Callable[[Any, Any], Any]] = Registry(
+    "keras engine optimizer",
+    {
+        "sgd": lambda k, s: k.optimizers.SGD(
+            learning_rate=s.learning_rate, momentum=s.momentum, nesterov=s.nesterov
+        ),
+        "rmsprop": lambda k, s: k.optimizers.RMSprop(
+            learning_rate=s.learning_rate, rho=s.rho, epsilon=s.epsilon
+        ),
+        "adam": lambda k, s: k.optimizers.Adam(
+            learning_rate=s.learning_rate, beta_1=s.beta_1, beta_2=s.beta_2, epsilon=s.epsilon
+        ),
+    },
+)
+LAYERS: Registry[Callable[[Any, Any], Any]] = Registry(
+    "keras engine layer type",
+    {
+        "dense": lambda k, s: k.layers.Dense(
+            s.units,
+            activation=ACTIVATIONS.get(s.activation.type)(k, s.activation),
+            kernel_initializer=INITIALIZERS.get(s.kernel_initializer),
+        ),
+        "batch_norm": lambda k, s: k.layers.BatchNormalization(
+            momentum=s.momentum, epsilon=s.epsilon
+        ),
+        "dropout": lambda k, s: k.layers.Dropout(s.rate),
+    },
+)
+
+
+def make_optimizer(spec: OptimizerSpec) -> Any:
+    return OPTIMIZERS.get(spec.type)(_keras(), spec)
 
 
 def build_model(spec: JobSpec, n_features: int) -> Any:
     """The spec as a compiled keras.Sequential, from a whitelist of layers (no custom code)."""
     keras = _keras()
-    layers: list[Any] = [keras.Input(shape=(n_features,))]
-    for layer in spec.layers:
-        if layer.type == "dense":
-            layers.append(
-                keras.layers.Dense(
-                    layer.units,
-                    activation=layer.activation,
-                    kernel_initializer=layer.kernel_initializer,
-                )
-            )
-        elif layer.type == "batch_norm":
-            layers.append(
-                keras.layers.BatchNormalization(momentum=layer.momentum, epsilon=layer.epsilon)
-            )
-        else:
-            layers.append(keras.layers.Dropout(layer.rate))
-    model = keras.Sequential(layers)
+    layers = [LAYERS.get(layer.type)(keras, layer) for layer in spec.layers]
+    model = keras.Sequential([keras.Input(shape=(n_features,)), *layers])
     model.compile(
         optimizer=make_optimizer(spec.optimizer),
-        loss=KERAS_LOSSES[spec.loss],
+        loss=LOSSES.get(spec.loss),
         metrics=["accuracy"] if spec.task == "classification" else [],
     )
     return model
 
 
-def _weight_names(layer: Any) -> list[str]:
-    """The artifact's names for a Keras layer's get_weights(), in Keras's order."""
-    keras = _keras()
-    if isinstance(layer, keras.layers.Dense):
-        return ["kernel", "bias"]
-    if isinstance(layer, keras.layers.BatchNormalization):
-        return ["gamma", "beta", "moving_mean", "moving_variance"]
-    return []
+def _artifact_names(layers: Sequence[LayerSpec], n_features: int) -> list[list[str]]:
+    """Per layer, the artifact's names for its get_weights(), in Keras's order."""
+    names, width = [], n_features
+    for i, layer in enumerate(layers):
+        names.append([f"layers.{i}.{name}" for name in layer.weights(width)])
+        width = layer.out_width(width)
+    return names
 
 
-def export_arrays(model: Any) -> dict[str, NDArray]:
+def export_arrays(model: Any, layers: Sequence[LayerSpec], n_features: int) -> dict[str, NDArray]:
     """The model's weights under the artifact's names (`layers.<i>.<name>`)."""
     return {
-        f"layers.{i}.{name}": np.asarray(weight, dtype=np.float32)
-        for i, layer in enumerate(model.layers)
-        for name, weight in zip(_weight_names(layer), layer.get_weights(), strict=True)
+        name: np.asarray(weight, dtype=np.float32)
+        for layer, names in zip(model.layers, _artifact_names(layers, n_features), strict=True)
+        for name, weight in zip(names, layer.get_weights(), strict=True)
     }
 
 
-def import_arrays(model: Any, arrays: dict[str, NDArray]) -> None:
+def import_arrays(
+    model: Any, layers: Sequence[LayerSpec], n_features: int, arrays: dict[str, NDArray]
+) -> None:
     """Load artifact-named arrays into the model: the inverse of export_arrays."""
-    for i, layer in enumerate(model.layers):
-        names = _weight_names(layer)
+    for layer, names in zip(model.layers, _artifact_names(layers, n_features), strict=True):
         if names:
-            layer.set_weights([arrays[f"layers.{i}.{name}"] for name in names])
+            layer.set_weights([arrays[name] for name in names])
 
 
 def _float_or_none(value: Any) -> float | None:
@@ -169,7 +213,8 @@ def fit_model(
                 self.model.stop_training = True
                 return
             history.append(record)
-            if policy.improved(record) and policy.restore_best:
+            verdict = policy.observe(record)
+            if verdict.best and policy.restore_best:
                 state["best"] = self.model.get_weights()
             try:
                 on_epoch_end(record)
@@ -177,7 +222,7 @@ def fit_model(
                 state["error"] = exc
                 self.model.stop_training = True
                 return
-            if policy.should_stop(record):
+            if verdict.stop:
                 self.model.stop_training = True
 
     has_val = data.X_val is not None and data.T_val is not None
@@ -205,8 +250,8 @@ def train(spec: JobSpec, data: PreparedData, on_epoch_end: EpochCallback) -> Eng
         model, history, policy = fit_model(spec, data, on_epoch_end)
         scores = model.evaluate(data.X_test, data.T_test, verbose=0, return_dict=True)
         return EngineResult(
-            layers=describe_layers(spec),
-            arrays=export_arrays(model),
+            layers=describe_layers(spec.layers),
+            arrays=export_arrays(model, spec.layers, data.n_features),
             history=history,
             test_loss=float(scores["loss"]),
             test_accuracy=_float_or_none(scores.get("accuracy")),

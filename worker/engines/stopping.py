@@ -7,8 +7,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.spec import EarlyStopping
+from core.spec import EarlyStopping
 from worker.engines.base import EpochRecord
+
+
+@dataclass(frozen=True)
+class Verdict:
+    best: bool  # this epoch is the best so far (always, without early stopping)
+    stop: bool  # training should stop after this epoch
 
 
 @dataclass
@@ -31,8 +37,12 @@ class StopPolicy:
     stop_reason: str = "epochs"
     stopped_epoch: int = 0
 
-    def improved(self, record: EpochRecord) -> bool:
-        """Whether `record` is the new best epoch (always true without early stopping)."""
+    def observe(self, record: EpochRecord) -> Verdict:
+        """Feed one epoch's record: is it the best so far, and should training stop after it."""
+        best = self._improved(record)
+        return Verdict(best=best, stop=self._should_stop(record))
+
+    def _improved(self, record: EpochRecord) -> bool:
         rule = self.early_stopping
         if rule is None:
             self.best_epoch = record.epoch
@@ -52,8 +62,7 @@ class StopPolicy:
             self.wait += 1
         return better
 
-    def should_stop(self, record: EpochRecord) -> bool:
-        """Call after `improved`; records why training stopped."""
+    def _should_stop(self, record: EpochRecord) -> bool:
         self.stopped_epoch = record.epoch
         rule = self.early_stopping
         if rule is not None and self.wait > rule.patience - 1 and self.wait > 0:

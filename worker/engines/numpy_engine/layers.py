@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 
-from worker.engines.numpy_engine.activations import ACTIVATIONS
-from worker.engines.numpy_engine.initializers import INITIALIZERS
+from core import layers as spec
+from core.activations import Bound, bind
+from core.initializers import INITIALIZERS
+from core.registry import Registry
 
 Array = NDArray
 
 
 class Layer:
     """A layer's trainable `params` and their `grads` share keys; `state` is not trained."""
-
-    kind = ""
 
     def __init__(self) -> None:
         self.params: dict[str, Array] = {}
@@ -36,20 +39,18 @@ class Layer:
 
 
 class Dense(Layer):
-    kind = "dense"
-
     def __init__(
         self,
         n_in: int,
         units: int,
-        activation: str,
+        activation: Bound,
         initializer: str,
         rng: np.random.Generator,
         dtype: type = np.float32,
     ) -> None:
         super().__init__()
-        self.activation = ACTIVATIONS[activation]
-        self.params["kernel"] = INITIALIZERS[initializer](rng, n_in, units).astype(dtype)
+        self.activation = activation
+        self.params["kernel"] = INITIALIZERS.get(initializer)(rng, n_in, units).astype(dtype)
         self.params["bias"] = np.zeros(units, dtype=dtype)
         self._x: Array | None = None
         self.z: Array | None = None
@@ -77,8 +78,6 @@ class Dense(Layer):
 
 
 class BatchNorm(Layer):
-    kind = "batch_norm"
-
     def __init__(self, width: int, momentum: float, epsilon: float, dtype: type = np.float32):
         super().__init__()
         self.momentum = momentum
@@ -132,8 +131,6 @@ class BatchNorm(Layer):
 
 
 class Dropout(Layer):
-    kind = "dropout"
-
     def __init__(self, rate: float, rng: np.random.Generator) -> None:
         super().__init__()
         self.rate = rate
@@ -153,3 +150,30 @@ class Dropout(Layer):
         if not need_input_grad:
             return None
         return g if self._mask is None else g * self._mask
+
+
+# Builders by layer type: build(spec, input width, rng, dtype) -> a training layer.
+Builder = Callable[[Any, int, np.random.Generator, type], Layer]
+
+BUILDERS: Registry[Builder] = Registry(
+    "numpy engine layer type",
+    {
+        "dense": lambda s, width, rng, dtype: Dense(
+            width, s.units, bind(s.activation), s.kernel_initializer, rng, dtype
+        ),
+        "batch_norm": lambda s, width, rng, dtype: BatchNorm(width, s.momentum, s.epsilon, dtype),
+        "dropout": lambda s, width, rng, dtype: Dropout(s.rate, rng),
+    },
+)
+
+
+def build_layers(
+    specs: Sequence[spec.LayerSpec], n_features: int, rng: np.random.Generator, dtype: type
+) -> list[Layer]:
+    """The training layers a spec's layers describe; weights drawn from `rng` in layer order."""
+    layers = []
+    width = n_features
+    for layer_spec in specs:
+        layers.append(BUILDERS.get(layer_spec.type)(layer_spec, width, rng, dtype))
+        width = layer_spec.out_width(width)
+    return layers

@@ -1,28 +1,15 @@
-"""A network of layers, its training loop and its export to the portable artifact."""
+"""A network of layers: forward, backward, evaluation, and its arrays under the artifact's names."""
 
 from __future__ import annotations
 
-import time
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
-from service.spec import BatchNorm as BatchNormSpec
-from service.spec import Dense as DenseSpec
-from service.spec import JobSpec
-from worker.artifact import describe_layers
-from worker.engines.base import (
-    EngineResult,
-    EpochCallback,
-    EpochRecord,
-    PreparedData,
-    check_finite,
-)
-from worker.engines.numpy_engine.layers import BatchNorm, Dense, Dropout, Layer
-from worker.engines.numpy_engine.losses import LOSSES, Loss
-from worker.engines.numpy_engine.optimizers import Optimizer, make_optimizer
-from worker.engines.stopping import StopPolicy
+from core.layers import LayerSpec
+from core.losses import LOSSES, Loss
+from worker.engines.numpy_engine.layers import Dense, Layer, build_layers
 
 EVAL_CHUNK = 8192
 
@@ -61,26 +48,14 @@ class Network:
     @classmethod
     def from_spec(
         cls,
-        layer_specs: list[Any],
+        layer_specs: Sequence[LayerSpec],
         n_features: int,
         loss: str,
         rng: np.random.Generator,
         dtype: type = np.float32,
     ) -> Network:
         """Build the layers a spec describes; weights drawn from `rng` in layer order."""
-        layers: list[Layer] = []
-        width = n_features
-        for spec in layer_specs:
-            if isinstance(spec, DenseSpec):
-                layers.append(
-                    Dense(width, spec.units, spec.activation, spec.kernel_initializer, rng, dtype)
-                )
-                width = spec.units
-            elif isinstance(spec, BatchNormSpec):
-                layers.append(BatchNorm(width, spec.momentum, spec.epsilon, dtype))
-            else:
-                layers.append(Dropout(spec.rate, rng))
-        return cls(layers, LOSSES[loss])
+        return cls(build_layers(layer_specs, n_features, rng, dtype), LOSSES.get(loss))
 
     def forward(self, x: NDArray, training: bool) -> NDArray:
         for layer in self.layers:
@@ -125,10 +100,6 @@ class Network:
             ]
         )
 
-    def param_pairs(self) -> list[tuple[NDArray, NDArray]]:
-        """All parameters and their gradients, as one flat pair of arrays."""
-        return [(self.flat_params, self.flat_grads)]
-
     def arrays(self) -> dict[str, NDArray]:
         """Every weight and statistic, named `layers.<index>.<name>` as the artifact stores it."""
         out = {}
@@ -142,92 +113,3 @@ class Network:
             for store in (layer.params, layer.state):
                 for name in store:
                     store[name][...] = arrays[f"layers.{i}.{name}"]
-
-
-def _epoch(
-    net: Network, optimizer: Optimizer, x: NDArray, t: NDArray, order: NDArray, batch_size: int
-) -> tuple[float, float]:
-    """One pass over the data in `order`; returns the summed batch losses and accuracies."""
-    loss_sum, acc_sum = 0.0, 0.0
-    params = net.param_pairs
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        loss, acc = net.train_step(x[idx], t[idx])
-        optimizer.apply(params())
-        loss_sum += loss * len(idx)
-        acc_sum += (acc or 0.0) * len(idx)
-    return loss_sum, acc_sum
-
-
-def fit(
-    net: Network,
-    optimizer: Optimizer,
-    data: PreparedData,
-    *,
-    epochs: int,
-    batch_size: int,
-    rng: np.random.Generator,
-    on_epoch_end: EpochCallback,
-    policy: StopPolicy | None = None,
-) -> list[EpochRecord]:
-    """Mini-batch training with Keras's reporting: the epoch loss is the mean over its batches.
-
-    With a stop policy, training may end early, and the best epoch's weights are put back at
-    the end when the policy says to restore them.
-    """
-    x, t = data.X_fit, data.T_fit
-    n = len(x)
-    history = []
-    best: dict[str, NDArray] | None = None
-    for epoch in range(1, epochs + 1):
-        started = time.perf_counter()
-        with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked below
-            loss_sum, acc_sum = _epoch(net, optimizer, x, t, rng.permutation(n), batch_size)
-        record = EpochRecord(
-            epoch=epoch,
-            loss=loss_sum / n,
-            accuracy=acc_sum / n if data.task == "classification" else None,
-            val_loss=None,
-            val_accuracy=None,
-            seconds=0.0,
-        )
-        check_finite(epoch, record.loss)
-        if data.X_val is not None and data.T_val is not None:
-            record.val_loss, record.val_accuracy = net.evaluate(data.X_val, data.T_val)
-        record.seconds = time.perf_counter() - started
-        history.append(record)
-        if policy is not None and policy.improved(record) and policy.restore_best:
-            best = net.arrays()
-        on_epoch_end(record)
-        if policy is not None and policy.should_stop(record):
-            break
-    if best is not None:
-        net.load_arrays(best)
-    return history
-
-
-def train(spec: JobSpec, data: PreparedData, on_epoch_end: EpochCallback) -> EngineResult:
-    """Train `spec` on `data` with the NumPy engine; deterministic for a given seed."""
-    rng = np.random.default_rng(spec.seed)
-    net = Network.from_spec(list(spec.layers), data.n_features, spec.loss, rng)
-    optimizer = make_optimizer(spec.optimizer)
-    policy = StopPolicy(spec.early_stopping, spec.max_seconds, spec.epochs)
-    history = fit(
-        net,
-        optimizer,
-        data,
-        epochs=spec.epochs,
-        batch_size=spec.batch_size,
-        rng=rng,
-        on_epoch_end=on_epoch_end,
-        policy=policy,
-    )
-    test_loss, test_accuracy = net.evaluate(data.X_test, data.T_test)
-    return EngineResult(
-        layers=describe_layers(spec),
-        arrays=net.arrays(),
-        history=history,
-        test_loss=test_loss,
-        test_accuracy=test_accuracy,
-        info=policy.info(),
-    )

@@ -1,7 +1,9 @@
-"""Optimizers with Keras 3's update rules and defaults.
+"""Optimizers with Keras 3's update rules and defaults, bound to the parameters they update.
 
-The base class keeps what is shared (the step counter, per-parameter state); each optimizer
-writes only its state set-up and its in-place update.
+An optimizer is built with the network's flat parameter buffer and its gradient buffer (every
+weight is a view into them), and keeps its state in plain arrays beside them. The base class keeps
+what is shared (the step counter, the buffers); each optimizer writes only its state set-up and its
+in-place update. `OPTIMIZERS` keys them by the names `core.optimizers` declares.
 """
 
 from __future__ import annotations
@@ -12,48 +14,40 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from service.spec import SGD, Adam, RMSprop
-
-State = dict[str, NDArray]
+from core.optimizers import OptimizerSpec
+from core.registry import Registry
 
 
 class Optimizer:
-    def __init__(self, learning_rate: float) -> None:
+    def __init__(self, params: NDArray, grads: NDArray, learning_rate: float) -> None:
+        self.params, self.grads = params, grads
         self.learning_rate = learning_rate
         self.iterations = 0
-        self._state: dict[int, State] = {}
 
-    def apply(self, params: list[tuple[NDArray, NDArray]]) -> None:
-        """Update each (parameter, gradient) pair in place; one call is one training step."""
+    def step(self) -> None:
+        """One training step: update the parameters in place from the gradients."""
         self.iterations += 1
-        for param, grad in params:
-            state = self._state.get(id(param))
-            if state is None:
-                state = self._state[id(param)] = self.build(param)
-            self.update(param, grad, state)
+        self.update(self.params, self.grads)
 
-    def build(self, param: NDArray) -> State:
-        return {}
-
-    def update(self, param: NDArray, grad: NDArray, state: State) -> None:
+    def update(self, param: NDArray, grad: NDArray) -> None:
         raise NotImplementedError
 
 
-class SGDOptimizer(Optimizer):
-    def __init__(self, learning_rate: float, momentum: float, nesterov: bool) -> None:
-        super().__init__(learning_rate)
+class SGD(Optimizer):
+    def __init__(
+        self, params: NDArray, grads: NDArray, learning_rate: float, momentum: float, nesterov: bool
+    ) -> None:
+        super().__init__(params, grads, learning_rate)
         self.momentum = momentum
         self.nesterov = nesterov
+        self.m = np.zeros_like(params) if momentum else None
 
-    def build(self, param: NDArray) -> State:
-        return {"m": np.zeros_like(param)} if self.momentum else {}
-
-    def update(self, param: NDArray, grad: NDArray, state: State) -> None:
+    def update(self, param: NDArray, grad: NDArray) -> None:
         lr = param.dtype.type(self.learning_rate)
-        if not self.momentum:
+        if self.m is None:
             param -= lr * grad
             return
-        m = state["m"]
+        m = self.m
         m *= self.momentum
         m -= lr * grad
         if self.nesterov:
@@ -62,39 +56,45 @@ class SGDOptimizer(Optimizer):
             param += m
 
 
-class RMSpropOptimizer(Optimizer):
-    def __init__(self, learning_rate: float, rho: float, epsilon: float) -> None:
-        super().__init__(learning_rate)
+class RMSprop(Optimizer):
+    def __init__(
+        self, params: NDArray, grads: NDArray, learning_rate: float, rho: float, epsilon: float
+    ) -> None:
+        super().__init__(params, grads, learning_rate)
         self.rho = rho
         self.epsilon = epsilon
+        self.v = np.zeros_like(params)
 
-    def build(self, param: NDArray) -> State:
-        return {"v": np.zeros_like(param)}
-
-    def update(self, param: NDArray, grad: NDArray, state: State) -> None:
-        v = state["v"]
+    def update(self, param: NDArray, grad: NDArray) -> None:
+        v = self.v
         v *= self.rho
         v += (1.0 - self.rho) * np.square(grad)
         # Keras 3 puts epsilon inside the square root for RMSprop.
         param -= self.learning_rate * grad / np.sqrt(v + self.epsilon)
 
 
-class AdamOptimizer(Optimizer):
-    def __init__(self, learning_rate: float, beta_1: float, beta_2: float, epsilon: float) -> None:
-        super().__init__(learning_rate)
+class Adam(Optimizer):
+    def __init__(
+        self,
+        params: NDArray,
+        grads: NDArray,
+        learning_rate: float,
+        beta_1: float,
+        beta_2: float,
+        epsilon: float,
+    ) -> None:
+        super().__init__(params, grads, learning_rate)
         self.beta_1 = beta_1
         self.beta_2 = beta_2
         self.epsilon = epsilon
+        self.m, self.v, self.tmp = (np.zeros_like(params) for _ in range(3))
 
-    def build(self, param: NDArray) -> State:
-        return {"m": np.zeros_like(param), "v": np.zeros_like(param), "tmp": np.empty_like(param)}
-
-    def update(self, param: NDArray, grad: NDArray, state: State) -> None:
+    def update(self, param: NDArray, grad: NDArray) -> None:
         t = self.iterations
         # Keras folds both bias corrections into the step size and adds epsilon outside the
         # root ("epsilon hat" in the Adam paper's notation).
         alpha = self.learning_rate * np.sqrt(1.0 - self.beta_2**t) / (1.0 - self.beta_1**t)
-        m, v, tmp = state["m"], state["v"], state["tmp"]
+        m, v, tmp = self.m, self.v, self.tmp
         # In place, through one scratch buffer: no allocation per step.
         np.subtract(grad, m, out=tmp)
         tmp *= 1.0 - self.beta_1
@@ -110,13 +110,19 @@ class AdamOptimizer(Optimizer):
         param -= tmp  # param -= alpha m / (sqrt(v) + epsilon)
 
 
-OPTIMIZERS: dict[str, Callable[[Any], Optimizer]] = {
-    "sgd": lambda s: SGDOptimizer(s.learning_rate, s.momentum, s.nesterov),
-    "rmsprop": lambda s: RMSpropOptimizer(s.learning_rate, s.rho, s.epsilon),
-    "adam": lambda s: AdamOptimizer(s.learning_rate, s.beta_1, s.beta_2, s.epsilon),
-}
+# build(params, grads, spec) -> the optimizer, bound to those buffers.
+Builder = Callable[[NDArray, NDArray, Any], Optimizer]
+
+OPTIMIZERS: Registry[Builder] = Registry(
+    "numpy engine optimizer",
+    {
+        "sgd": lambda p, g, s: SGD(p, g, s.learning_rate, s.momentum, s.nesterov),
+        "rmsprop": lambda p, g, s: RMSprop(p, g, s.learning_rate, s.rho, s.epsilon),
+        "adam": lambda p, g, s: Adam(p, g, s.learning_rate, s.beta_1, s.beta_2, s.epsilon),
+    },
+)
 
 
-def make_optimizer(spec: SGD | RMSprop | Adam) -> Optimizer:
-    """Build the optimizer a spec's `optimizer` section describes."""
-    return OPTIMIZERS[spec.type](spec)
+def make_optimizer(spec: OptimizerSpec, params: NDArray, grads: NDArray) -> Optimizer:
+    """The optimizer a spec's `optimizer` section describes, bound to these buffers."""
+    return OPTIMIZERS.get(spec.type)(params, grads, spec)

@@ -2,107 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BeforeValidator, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from service.dataset_spec import (
+from core.activations import ACTIVATIONS
+from core.dataset_spec import (
     DATASET_TAGS,
     DATASETS_CONTEXT,
     MAX_SAMPLES,
     DatasetSpec,
     DataShape,
     Inline,
-    Strict,
     Uploaded,
     UploadedInfo,
     n_fit_rows,
     n_test_rows,
 )
+from core.layers import LAYERS, Dense, LayerField, LayerSpec
+from core.losses import LOSSES, LossName
+from core.optimizers import OPTIMIZERS, OptimizerField
+from core.schema import Strict
 
 DatasetLookup = Callable[[str], UploadedInfo | None]
 
 MAX_LAYERS = 64
-MAX_UNITS = 4096
 MAX_PARAMS = 5_000_000
 MAX_EPOCHS = 10_000
 # Epochs times training rows: bounds how much work one job may ask for.
 MAX_EPOCH_SAMPLES = 500_000_000
-
-ACTIVATIONS = ("relu", "sigmoid", "tanh", "softmax", "linear")
-INITIALIZERS = ("he_normal", "he_uniform", "glorot_normal", "glorot_uniform")
-LOSSES = (
-    "mse",
-    "binary_crossentropy",
-    "categorical_crossentropy",
-    "sparse_categorical_crossentropy",
-)
-CLASSIFICATION_LOSSES = frozenset(LOSSES[1:])
-
-Activation = Literal["relu", "sigmoid", "tanh", "softmax", "linear"]
-Initializer = Literal["he_normal", "he_uniform", "glorot_normal", "glorot_uniform"]
-Loss = Literal[
-    "mse", "binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy"
-]
-
-
-class Dense(Strict):
-    type: Literal["dense"]
-    units: int = Field(ge=1, le=MAX_UNITS)
-    activation: Activation = "linear"
-    kernel_initializer: Initializer = "glorot_uniform"
-
-
-class BatchNorm(Strict):
-    type: Literal["batch_norm"]
-    momentum: float = Field(0.99, ge=0, lt=1)
-    epsilon: float = Field(1e-3, gt=0, le=1)
-
-
-class Dropout(Strict):
-    type: Literal["dropout"]
-    rate: float = Field(ge=0, lt=1)
-
-
-Layer = Annotated[Dense | BatchNorm | Dropout, Field(discriminator="type")]
-
-LearningRate = Annotated[float, Field(gt=0, le=100)]
-Decay = Annotated[float, Field(ge=0, lt=1)]
-Epsilon = Annotated[float, Field(gt=0, le=1)]
-
-
-class SGD(Strict):
-    type: Literal["sgd"]
-    learning_rate: LearningRate = 0.01
-    momentum: Decay = 0.0
-    nesterov: bool = False
-
-
-class RMSprop(Strict):
-    type: Literal["rmsprop"]
-    learning_rate: LearningRate = 0.001
-    rho: Decay = 0.9
-    epsilon: Epsilon = 1e-7
-
-
-class Adam(Strict):
-    type: Literal["adam"]
-    learning_rate: LearningRate = 0.001
-    beta_1: Decay = 0.9
-    beta_2: Decay = 0.999
-    epsilon: Epsilon = 1e-7
-
-
-def _optimizer_shorthand(value: Any) -> Any:
-    """Accept "adam" for {"type": "adam"}, as Keras's compile() does."""
-    return {"type": value} if isinstance(value, str) else value
-
-
-Optimizer = Annotated[
-    SGD | RMSprop | Adam, Field(discriminator="type"), BeforeValidator(_optimizer_shorthand)
-]
 
 
 class Split(Strict):
@@ -145,30 +76,22 @@ class LayerSummary:
         }
 
 
-KERAS_NAMES = {"dense": "dense", "batch_norm": "batch_normalization", "dropout": "dropout"}
-
-
-def summarize_layers(
-    layers: list[Dense | BatchNorm | Dropout], n_features: int
-) -> list[LayerSummary]:
-    """Per-layer output shape and parameter count, counted as Keras counts them."""
+def summarize_layers(layers: Sequence[LayerSpec], n_features: int) -> list[LayerSummary]:
+    """Per-layer output shape and parameter count, counted and named as Keras does."""
     seen: dict[str, int] = {}
     summary = []
     width = n_features
     for layer in layers:
-        base = KERAS_NAMES[layer.type]
+        base = layer.summary_name
         count = seen.get(base, 0)
         seen[base] = count + 1
         name = base if count == 0 else f"{base}_{count}"
-        if isinstance(layer, Dense):
-            params = width * layer.units + layer.units
-            width = layer.units
-            trainable = params
-        elif isinstance(layer, BatchNorm):
-            params, trainable = 4 * width, 2 * width  # moving mean/variance are not trained
-        else:
-            params = trainable = 0
-        summary.append(LayerSummary(name, layer.type, (None, width), params, trainable))
+        sizes = {k: math.prod(shape) for k, shape in layer.weights(width).items()}
+        width = layer.out_width(width)
+        trainable = sum(size for k, size in sizes.items() if k in layer.trained)
+        summary.append(
+            LayerSummary(name, layer.type, (None, width), sum(sizes.values()), trainable)
+        )
     return summary
 
 
@@ -178,9 +101,9 @@ class JobSpec(Strict):
     dataset: DatasetSpec
     split: Split = Split()
     preprocessing: Preprocessing = Preprocessing()
-    layers: list[Layer] = Field(min_length=1, max_length=MAX_LAYERS)
-    loss: Loss
-    optimizer: Optimizer = RMSprop(type="rmsprop")
+    layers: list[LayerField] = Field(min_length=1, max_length=MAX_LAYERS)
+    loss: LossName
+    optimizer: OptimizerField = Field("rmsprop", validate_default=True)
     epochs: int = Field(1, ge=1, le=MAX_EPOCHS)
     batch_size: int = Field(32, ge=1, le=MAX_SAMPLES)
     seed: int = Field(0, ge=0, le=2**32 - 1)
@@ -189,7 +112,7 @@ class JobSpec(Strict):
 
     @property
     def task(self) -> Literal["classification", "regression"]:
-        return "classification" if self.loss in CLASSIFICATION_LOSSES else "regression"
+        return LOSSES.get(self.loss).task
 
     def data_shape(self) -> DataShape:
         if isinstance(self.dataset, Inline | Uploaded):
@@ -197,7 +120,7 @@ class JobSpec(Strict):
         return self.dataset.shape()
 
     def summary(self) -> list[LayerSummary]:
-        return summarize_layers(list(self.layers), self.data_shape().n_features)
+        return summarize_layers(self.layers, self.data_shape().n_features)
 
     @model_validator(mode="after")
     def _consistent(self) -> JobSpec:
@@ -224,34 +147,14 @@ def _cross_field_problems(spec: JobSpec) -> Any:
     last = len(spec.layers) - 1
     out = spec.layers[-1]
     if shape.task != spec.task:
-        want = "mse" if shape.task == "regression" else "a cross-entropy loss"
+        want = " or ".join(name for name, loss in LOSSES.items() if loss.task == shape.task)
         yield ("loss", f"{spec.loss} does not fit a {shape.task} dataset; use {want}")
     elif not isinstance(out, Dense):
         yield (f"layers[{last}]", "the last layer must be a dense layer")
-    elif spec.loss == "binary_crossentropy":
-        if shape.n_classes != 2:
-            yield (
-                "loss",
-                f"binary_crossentropy needs 2 classes; the dataset has {shape.n_classes}",
-            )
-        if out.units != 1:
-            yield (f"layers[{last}].units", "binary_crossentropy needs 1 output unit")
-        if out.activation != "sigmoid":
-            yield (f"layers[{last}].activation", "binary_crossentropy needs a sigmoid output")
-    elif spec.loss in CLASSIFICATION_LOSSES:
-        if out.units != shape.n_classes:
-            yield (
-                f"layers[{last}].units",
-                f"{spec.loss} needs one output unit per class: {shape.n_classes}, not {out.units}",
-            )
-        if out.activation != "softmax":
-            yield (f"layers[{last}].activation", f"{spec.loss} needs a softmax output")
-    elif out.units != shape.n_targets:
-        yield (
-            f"layers[{last}].units",
-            f"the dataset has {shape.n_targets} target(s), so the output needs {shape.n_targets}"
-            f" unit(s), not {out.units}",
-        )
+    else:
+        loss = LOSSES.get(spec.loss)
+        for where, message in loss.output_problems(shape, out.units, out.activation.type):
+            yield (where if where == "loss" else f"layers[{last}].{where}", message)
     stopping = spec.early_stopping
     if stopping is not None:
         if stopping.monitor.startswith("val_") and spec.split.validation_split == 0:
@@ -262,10 +165,10 @@ def _cross_field_problems(spec: JobSpec) -> Any:
         if stopping.monitor.endswith("accuracy") and spec.task == "regression":
             yield ("early_stopping.monitor", "regression jobs report no accuracy")
     for i, layer in enumerate(spec.layers[:-1]):
-        if isinstance(layer, Dense) and layer.activation == "softmax":
+        if isinstance(layer, Dense) and layer.activation.type == "softmax":
             yield (f"layers[{i}].activation", "softmax is only allowed on the output layer")
 
-    total = sum(s.params for s in summarize_layers(list(spec.layers), shape.n_features))
+    total = sum(s.params for s in summarize_layers(spec.layers, shape.n_features))
     if total > MAX_PARAMS:
         yield ("layers", f"the network has {total:,} parameters; the limit is {MAX_PARAMS:,}")
     n_test = n_test_rows(shape.n_samples, spec.split.test_size)
@@ -294,8 +197,8 @@ class SpecError(ValueError):
         self.details = details
 
 
-UNION_FIELDS = frozenset({"dataset", "optimizer"})
-TAGS = DATASET_TAGS | {"dense", "batch_norm", "dropout", "sgd", "rmsprop", "adam"}
+UNION_FIELDS = frozenset({"dataset", "optimizer", "activation"})
+TAGS = DATASET_TAGS | set(LAYERS) | set(OPTIMIZERS) | set(ACTIVATIONS)
 
 
 def field_path(loc: tuple[int | str, ...]) -> str:

@@ -8,7 +8,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     PrivateAttr,
@@ -17,14 +16,12 @@ from pydantic import (
     model_validator,
 )
 
+from core.schema import Strict
+
 MAX_SAMPLES = 1_000_000
 MAX_FEATURES = 10_000
 MAX_CLASSES = 1_000
 MAX_INLINE_ROWS = 100_000
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
 
 @dataclass(frozen=True)

@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from worker.artifact import Artifact
-from worker.engines.numpy_engine.activations import ACTIVATIONS
-
-Op = Callable[[NDArray], NDArray]
-
-
-def _dense(kernel: NDArray, bias: NDArray, activation: str) -> Op:
-    act = ACTIVATIONS[activation].forward
-    return lambda x: act(x @ kernel + bias)
-
-
-def _batch_norm(arrays: dict[str, NDArray], prefix: str, epsilon: float) -> Op:
-    # Inference-time batch normalization is an affine map: fold it into one scale and shift.
-    gamma, beta = arrays[prefix + "gamma"], arrays[prefix + "beta"]
-    mean, var = arrays[prefix + "moving_mean"], arrays[prefix + "moving_variance"]
-    scale = (gamma / np.sqrt(var + epsilon)).astype(np.float32)
-    shift = (beta - mean * scale).astype(np.float32)
-    return lambda x: x * scale + shift
+from core.artifact import Artifact
+from core.layers import Op
 
 
 class Predictor:
@@ -41,14 +24,12 @@ class Predictor:
         self.mean = arrays.get("scaler.mean")
         self.scale = arrays.get("scaler.scale")
         self.ops: list[Op] = []
-        for i, layer in enumerate(meta["layers"]):
-            prefix = f"layers.{i}."
-            if layer["type"] == "dense":
-                kernel = arrays[prefix + "kernel"].astype(np.float32)
-                bias = arrays[prefix + "bias"].astype(np.float32)
-                self.ops.append(_dense(kernel, bias, layer["activation"]))
-            elif layer["type"] == "batch_norm":
-                self.ops.append(_batch_norm(arrays, prefix, float(layer["epsilon"])))
+        width = self.n_features
+        for i, layer in enumerate(artifact.layers()):
+            op = layer.inference(artifact.layer_arrays(i, layer, width))
+            if op is not None:
+                self.ops.append(op)
+            width = layer.out_width(width)
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> Predictor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -10,13 +11,35 @@ from numpy.typing import NDArray
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service.dataset_spec import Inline, Shipped, Uploaded, n_fit_rows
-from service.datasets import load_arrays
-from service.models import Dataset
-from service.spec import JobSpec
-from worker.engines.base import PreparedData, as_float32
+from core.dataset_spec import Inline, Shipped, Uploaded, n_fit_rows
+from core.losses import LOSSES
+from core.models import Dataset
+from core.spec import JobSpec
+from core.uploads import load_arrays
 
 Arrays = tuple[NDArray, NDArray]
+
+
+@dataclass
+class PreparedData:
+    """Split, scaled and encoded arrays; features are float32, targets encoded for the loss."""
+
+    task: str
+    n_features: int
+    classes: list[Any]
+    X_fit: NDArray
+    T_fit: NDArray
+    X_val: NDArray | None
+    T_val: NDArray | None
+    X_test: NDArray
+    T_test: NDArray
+    scaler_mean: NDArray | None = None
+    scaler_scale: NDArray | None = None
+
+
+def as_float32(x: NDArray) -> NDArray:
+    return np.ascontiguousarray(x, dtype=np.float32)
+
 
 # The generators a spec may name; their parameters are validated in the spec.
 GENERATORS = ("make_classification", "make_regression", "make_moons", "make_circles", "make_blobs")
@@ -75,16 +98,10 @@ def load_raw(spec: JobSpec, uploaded: Arrays | None = None) -> Arrays:
 
 def encode_targets(y: NDArray, classes: NDArray | None, loss: str) -> NDArray:
     """Targets in the form the loss wants: class indices, one-hot rows, or float columns."""
-    if loss == "mse":
-        y = np.asarray(y, dtype=np.float32)
-        return y.reshape(len(y), -1)
-    assert classes is not None
-    index = np.searchsorted(classes, y)
-    if loss == "sparse_categorical_crossentropy":
-        return index.astype(np.int64)
-    if loss == "binary_crossentropy":
-        return index.astype(np.float32).reshape(-1, 1)
-    return np.eye(len(classes), dtype=np.float32)[index]
+    entry = LOSSES.get(loss)
+    if classes is None:
+        return entry.encode(y, 0)
+    return entry.encode(np.searchsorted(classes, y), len(classes))
 
 
 def _label_values(classes: NDArray) -> list[Any]:

@@ -10,11 +10,14 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from core.layers import LayerSpec, read_described
 
 FORMAT_VERSION = 1
 META_KEY = "__meta__"
@@ -65,30 +68,36 @@ class Artifact:
             raise ArtifactError(f"unsupported model format {meta.get('format')!r}")
         try:
             width = int(meta["n_features"])
-            layers = list(meta["layers"])
         except (KeyError, TypeError, ValueError):
             raise ArtifactError("the stored model's description is incomplete") from None
         shapes: dict[str, tuple[int, ...]] = {}
         if meta.get("scaler"):
             shapes["scaler.mean"] = shapes["scaler.scale"] = (width,)
-        try:
-            for i, layer in enumerate(layers):
-                kind = layer.get("type") if isinstance(layer, dict) else None
-                if kind == "dense":
-                    units = int(layer["units"])
-                    shapes[f"layers.{i}.kernel"] = (width, units)
-                    shapes[f"layers.{i}.bias"] = (units,)
-                    width = units
-                elif kind == "batch_norm":
-                    for name in ("gamma", "beta", "moving_mean", "moving_variance"):
-                        shapes[f"layers.{i}.{name}"] = (width,)
-                elif kind != "dropout":
-                    raise ArtifactError(f"layer {i} has unknown type {kind!r}")
-        except (KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, ArtifactError):
-                raise
-            raise ArtifactError(f"the stored model's layer list is malformed: {exc}") from None
+        for i, layer in enumerate(self.layers()):
+            for name, shape in layer.weights(width).items():
+                shapes[f"layers.{i}.{name}"] = shape
+            width = layer.out_width(width)
         return shapes
+
+    def layers(self) -> list[LayerSpec]:
+        """The described layers, read back into their spec models."""
+        try:
+            described = list(self.meta["layers"])
+        except (KeyError, TypeError):
+            raise ArtifactError("the stored model's description is incomplete") from None
+        layers = []
+        for i, layer in enumerate(described):
+            try:
+                layers.append(read_described(layer))
+            except ValueError as exc:
+                raise ArtifactError(
+                    f"layer {i} of the stored model cannot be read: {exc}"
+                ) from None
+        return layers
+
+    def layer_arrays(self, index: int, layer: LayerSpec, width: int) -> dict[str, NDArray]:
+        """Layer `index`'s own arrays, by their short names (`kernel`, `gamma`, …)."""
+        return {name: self.arrays[f"layers.{index}.{name}"] for name in layer.weights(width)}
 
     def check(self) -> None:
         expected = self.expected_shapes()
@@ -106,16 +115,6 @@ class Artifact:
                 raise ArtifactError(f"array {name} has non-finite values")
 
 
-def describe_layers(spec: Any) -> list[dict[str, Any]]:
+def describe_layers(layers: Sequence[LayerSpec]) -> list[dict[str, Any]]:
     """A spec's layers as the artifact records them: only what inference needs."""
-    described: list[dict[str, Any]] = []
-    for layer in spec.layers:
-        if layer.type == "dense":
-            described.append(
-                {"type": "dense", "units": layer.units, "activation": layer.activation}
-            )
-        elif layer.type == "batch_norm":
-            described.append({"type": "batch_norm", "epsilon": layer.epsilon})
-        else:
-            described.append({"type": "dropout", "rate": layer.rate})
-    return described
+    return [layer.describe() for layer in layers]

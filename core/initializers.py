@@ -1,11 +1,14 @@
-"""Kernel initializers with Keras's definitions (variance scaling; truncated normals)."""
+"""Kernel initializers with Keras's definitions (variance scaling; truncated normals), by name."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from numpy.typing import NDArray
+
+from core.registry import Registry
 
 # Keras divides the normal's stddev by this so the *truncated* normal has the intended variance.
 TRUNCATION_CORRECTION = 0.87962566103423978
@@ -44,9 +47,21 @@ def _fan_avg(fan_in: int, fan_out: int) -> float:
     return (fan_in + fan_out) / 2.0
 
 
-INITIALIZERS: dict[str, Callable[[np.random.Generator, int, int], NDArray]] = {
-    "he_normal": _normal(2.0, _fan_in),
-    "he_uniform": _uniform(2.0, _fan_in),
-    "glorot_normal": _normal(1.0, _fan_avg),
-    "glorot_uniform": _uniform(1.0, _fan_avg),
-}
+Initializer = Callable[[np.random.Generator, int, int], NDArray]
+
+# init(rng, fan_in, fan_out) -> a (fan_in, fan_out) kernel. The Keras engine keys its own
+# initializers by the same names.
+INITIALIZERS: Registry[Initializer] = Registry(
+    "kernel initializer",
+    {
+        "he_normal": _normal(2.0, _fan_in),
+        "he_uniform": _uniform(2.0, _fan_in),
+        "glorot_normal": _normal(1.0, _fan_avg),
+        "glorot_uniform": _uniform(1.0, _fan_avg),
+    },
+)
+
+if TYPE_CHECKING:
+    InitializerName = str
+else:
+    InitializerName = Literal[INITIALIZERS.names]
