@@ -4,7 +4,8 @@ FROM python:3.11-slim
 WORKDIR /app
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    LOG_FORMAT=json
+    LOG_FORMAT=json \
+    HOST=0.0.0.0
 COPY pyproject.toml README.md ./
 COPY core core
 COPY service service

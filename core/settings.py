@@ -66,6 +66,13 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "LOG_LEVEL": ("log_level", str),
     "METRICS_TOKEN": ("metrics_token", str),
     "COOKIE_SECURE": ("cookie_secure", flag),
+    "HOST": ("host", str),
+    "PORT": ("port", int),
+    "WEB_CONCURRENCY": ("web_concurrency", int),
+    "WEB_THREADS": ("web_threads", int),
+    "WORKER_CONCURRENCY": ("worker_concurrency", int),
+    "TF_NUM_THREADS": ("tf_num_threads", int),
+    "PROMETHEUS_MULTIPROC_DIR": ("prometheus_multiproc_dir", str),
 }
 
 
@@ -117,6 +124,17 @@ class Settings:
     log_level: str = "INFO"
     # Bearer token that GET /metrics asks for; empty: any API key may read /metrics.
     metrics_token: str = ""
+    # Where the API binds (gunicorn; `make run` binds 127.0.0.1), its processes and threads per
+    # process (each watched event stream holds a thread), and the worker's pool processes.
+    host: str = "127.0.0.1"
+    port: int = 8000
+    web_concurrency: int = 2
+    web_threads: int = 8
+    worker_concurrency: int = 1
+    # Threads TensorFlow may use per worker pool process (0: TensorFlow decides).
+    tf_num_threads: int = 0
+    # A folder shared by the API's gunicorn workers so /metrics adds them up (empty: one process).
+    prometheus_multiproc_dir: str = ""
 
     @property
     def effective_broker_url(self) -> str:
@@ -126,9 +144,14 @@ class Settings:
         return replace(self, **changes)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from environment variables, falling back to the documented defaults."""
-        env = os.environ if env is None else env
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, defaults: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Build settings from environment variables, falling back to the documented defaults.
+
+        `defaults` (variable name to value) replaces a documented default for this caller.
+        """
+        env = {**(defaults or {}), **(os.environ if env is None else env)}
         var_dir = Path(env.get("VAR_DIR", str(DEFAULT_VAR_DIR)))
         base = cls(var_dir=var_dir, database_url=_default_database_url(var_dir))
         changes: dict[str, Any] = {}

@@ -13,15 +13,14 @@ import shutil
 
 from core.settings import Settings
 
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+_settings = Settings.from_env()
+bind = f"{_settings.host}:{_settings.port}"
+workers = _settings.web_concurrency
 worker_class = "gthread"
-threads = int(os.environ.get("WEB_THREADS", "8"))
+threads = _settings.web_threads
 # An idle SSE stream sends a comment every 15 s, well inside this.
 timeout = 60
 accesslog = "-"
-
-_settings = Settings.from_env()
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -49,7 +48,7 @@ logconfig_dict = {
 
 def on_starting(_server: object) -> None:
     """Start with an empty multi-process metrics folder: old workers' files would add up."""
-    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    folder = _settings.prometheus_multiproc_dir
     if folder:
         shutil.rmtree(folder, ignore_errors=True)
         os.makedirs(folder)
@@ -57,7 +56,7 @@ def on_starting(_server: object) -> None:
 
 def child_exit(_server: object, worker: object) -> None:
     """Drop a finished worker's live gauges from the multi-process metrics folder."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if _settings.prometheus_multiproc_dir:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]

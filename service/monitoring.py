@@ -9,7 +9,6 @@ and the compose file) lets one scrape see every worker process.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -106,10 +105,13 @@ class StoreCollector(Collector):
         yield depth
 
 
-def make_registry(database: Database, broker_url: str, queue_name: str) -> CollectorRegistry:
-    """A registry for one app: this process's (or all gunicorn workers') metrics + the store."""
+def make_registry(
+    database: Database, broker_url: str, queue_name: str, *, multiprocess: bool = False
+) -> CollectorRegistry:
+    """A registry for one app: this process's metrics, or (`multiprocess`, with
+    PROMETHEUS_MULTIPROC_DIR set) all gunicorn workers' metrics; plus the store's."""
     registry = CollectorRegistry(auto_describe=False)
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if multiprocess:
         MultiProcessCollector(registry)
     else:
         registry.register(PREDICT_SECONDS)

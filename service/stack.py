@@ -98,8 +98,7 @@ def shared_secret(var_dir: Path) -> str:
 def main() -> int:
     # A person reads this terminal: plain lines unless LOG_FORMAT asks otherwise (the
     # production default, in the compose file too, is one JSON object per line).
-    os.environ.setdefault("LOG_FORMAT", "text")
-    settings = Settings.from_env()
+    settings = Settings.from_env(defaults={"LOG_FORMAT": "text"})
     logs.configure(settings.log_format, settings.log_level)
     log.info("database: %s", settings.database_url)
     manage.init(settings, dev_key=True)
@@ -128,12 +127,12 @@ def main() -> int:
             os.environ,
             BROKER_URL=choose_broker(settings, procs),
             DATABASE_URL=settings.database_url,
+            LOG_FORMAT=settings.log_format,
             SECRET_KEY=settings.secret_key or shared_secret(settings.var_dir),
             # Where the API's gunicorn workers share their metrics (emptied when gunicorn starts).
             PROMETHEUS_MULTIPROC_DIR=str((settings.var_dir / "prometheus").resolve()),
         )
         python = sys.executable
-        concurrency = os.environ.get("WORKER_CONCURRENCY", "1")
         procs.append(
             subprocess.Popen(
                 [
@@ -146,7 +145,7 @@ def main() -> int:
                     "--loglevel",
                     "INFO",
                     "--concurrency",
-                    concurrency,
+                    str(settings.worker_concurrency),
                     "--queues",
                     settings.queue_name,
                     "--without-gossip",
@@ -155,8 +154,7 @@ def main() -> int:
                 env=env,
             )
         )
-        host = os.environ.get("HOST", "127.0.0.1")
-        port = os.environ.get("PORT", "8000")
+        host, port = settings.host, settings.port
         procs.append(
             subprocess.Popen(
                 [

@@ -12,9 +12,11 @@ from celery.signals import setup_logging
 from core import logs
 from core.settings import Settings
 from worker.celery_app import make_celery
+from worker.engines import keras_engine
 
 settings = Settings.from_env()
 celery = make_celery(settings)
+keras_engine.configure(settings.tf_num_threads)  # read by the pool processes after the fork
 
 
 @setup_logging.connect

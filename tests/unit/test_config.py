@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from core.settings import Settings, parse_api_keys
+from core.settings import ENV_VARS, Settings, parse_api_keys
 
 
 def test_defaults_and_overrides() -> None:
@@ -35,3 +37,21 @@ def test_soft_limit_below_hard_and_sane_heartbeats() -> None:
 def test_bad_api_keys_are_refused() -> None:
     with pytest.raises(ValueError, match="tenant:key"):
         parse_api_keys("no-colon-here")
+
+
+def test_env_example_lists_every_setting_with_its_default() -> None:
+    """.env.example names every variable Settings reads, each with the documented default."""
+    lines = Path(__file__).resolve().parents[2].joinpath(".env.example").read_text().splitlines()
+    documented = dict(
+        line.split("=", 1) for line in lines if line.strip() and not line.startswith("#")
+    )
+    assert set(documented) == {*ENV_VARS, "API_KEYS", "VAR_DIR"}
+    defaults = Settings()
+    for name, (attr, _kind) in ENV_VARS.items():
+        if name == "DATABASE_URL":
+            continue  # empty: the SQLite file under VAR_DIR
+        expected = getattr(defaults, attr)
+        if isinstance(expected, bool):
+            expected = str(expected).lower()
+        assert documented[name] == str(expected), name
+    assert Settings.from_env(documented) == Settings.from_env({})
