@@ -20,4 +20,3 @@ def alembic_config(database_url: str) -> Config:
 def upgrade(database_url: str, revision: str = "head") -> None:
     """Bring the database at `database_url` up to `revision`."""
     command.upgrade(alembic_config(database_url), revision)
-
