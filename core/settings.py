@@ -12,7 +12,7 @@ DEFAULT_VAR_DIR = Path("var")
 
 
 def _default_database_url(var_dir: Path) -> str:
-    return f"sqlite:///{(var_dir / 'core.db').resolve()}"
+    return f"sqlite:///{(var_dir / 'service.db').resolve()}"
 
 
 def parse_api_keys(raw: str) -> dict[str, str]:

@@ -264,12 +264,7 @@ def cmd_submit(client: Client, args: argparse.Namespace, out: TextIO, err: TextI
     if args.dataset:
         spec["dataset"] = {"dataset_id": args.dataset}
     if args.dry_run:
-        summary = client.submit(spec, dry_run=True)
-        if args.json:
-            dump(summary, out)
-        else:
-            print_summary_table(summary, out)
-        return 0
+        return show(client.submit(spec, dry_run=True), args.json, print_summary_table, out)
     job = client.submit(spec, idempotency_key=args.idempotency_key)
     if args.wait:
         print(f"submitted job {job['id']}", file=err, flush=True)
@@ -305,13 +300,17 @@ def cmd_wait(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO)
     return follow(client, args.job_id, args.json, out, err)
 
 
-def cmd_status(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    job = client.job(args.job_id)
-    if args.json:
-        dump(job, out)
+def show(value: Any, as_json: bool, printer: Callable[[Any, TextIO], None], out: TextIO) -> int:
+    """Print `value` as JSON or with its human-readable printer."""
+    if as_json:
+        dump(value, out)
     else:
-        print_job(job, out)
+        printer(value, out)
     return 0
+
+
+def cmd_status(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    return show(client.job(args.job_id), args.json, print_job, out)
 
 
 def cmd_list(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -506,12 +505,7 @@ def cmd_datasets_list(client: Client, args: argparse.Namespace, out: TextIO, err
 
 
 def cmd_datasets_show(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    dataset = client.dataset(args.dataset_id)
-    if args.json:
-        dump(dataset, out)
-    else:
-        print_dataset(dataset, out)
-    return 0
+    return show(client.dataset(args.dataset_id), args.json, print_dataset, out)
 
 
 # -- argument parsing -------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import or_, select, update
 
@@ -28,6 +29,11 @@ class ReapReport:
     requeued: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     resent: list[str] = field(default_factory=list)
+
+
+def ended(status: str, code: str, message: str, at: datetime) -> dict[str, Any]:
+    """The column values that end a job with its reason."""
+    return {"status": status, "error_code": code, "error_message": message, "finished_at": at}
 
 
 def reap_once(db: Database, enqueue: Callable[[str], None], settings: Settings) -> ReapReport:
@@ -49,29 +55,23 @@ def reap_once(db: Database, enqueue: Callable[[str], None], settings: Settings) 
             Job.heartbeat_at == heartbeat,
         )
         ran = (heartbeat - started).total_seconds() if heartbeat and started else 0.0
+        values: dict[str, Any]
         if cancel:
-            values = {
-                "status": "cancelled",
-                "error_code": "cancelled",
-                "error_message": "cancelled on request; its worker had stopped",
-                "finished_at": now,
-            }
+            message = "cancelled on request; its worker had stopped"
+            values = ended("cancelled", "cancelled", message, now)
         elif ran >= settings.job_time_limit:
-            values = {
-                "status": "failed",
-                "error_code": "timeout",
-                "error_message": "the job ran past its hard time limit and was stopped",
-                "finished_at": now,
-            }
+            values = ended(
+                "failed", "timeout", "the job ran past its hard time limit and was stopped", now
+            )
         elif attempts >= settings.max_attempts:
-            values = {
-                "status": "failed",
-                "error_code": "worker_lost",
-                "error_message": f"the worker running this job stopped {attempts} times "
+            values = ended(
+                "failed",
+                "worker_lost",
+                f"the worker running this job stopped {attempts} times "
                 f"(MAX_ATTEMPTS={settings.max_attempts}); it may be too large for a "
                 "worker's memory",
-                "finished_at": now,
-            }
+                now,
+            )
         else:
             values = {"status": "queued", "enqueued_at": now}
         with db.begin() as session:

@@ -31,7 +31,7 @@ INSTANCES = [[0.5, -1.2, 0.3, 2.0, -0.5, 0.0, 1.1, -0.7, 0.4, 0.9,
 def main(target: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="trainsvc-shot-") as scratch, ExitStack() as cleanup:
         tmp = Path(scratch)
-        url = f"sqlite:///{tmp / 'core.db'}"
+        url = f"sqlite:///{tmp / 'service.db'}"
         migrate.upgrade(url)
         add_keys(Database(url))
         broker = redis_url() or f"filesystem://{tmp / 'broker'}"

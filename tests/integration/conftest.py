@@ -59,7 +59,7 @@ def stack(
                 pytest.skip("PostgreSQL is not answering on this machine")
             url = cleanup.enter_context(scratch_postgres(admin))
         else:
-            url = f"sqlite:///{tmp / 'core.db'}"
+            url = f"sqlite:///{tmp / 'service.db'}"
         migrate.upgrade(url)
         database = Database(url)
         cleanup.callback(database.dispose)

@@ -78,7 +78,7 @@ class Harness:
         if admin is not None:
             url = cleanup.enter_context(scratch_postgres(admin))
         else:
-            url = f"sqlite:///{tmp / 'core.db'}"
+            url = f"sqlite:///{tmp / 'service.db'}"
         migrate.upgrade(url)
         database = Database(url)
         add_keys(database)
