@@ -114,26 +114,48 @@ def _problem(line: int, message: str) -> dict[str, str]:
     return {"field": f"line {line}", "message": message}
 
 
+MAX_COLUMN_NAME = 200  # as the label column's name is stored
+SHOWN_COLUMNS = 20  # an error message lists at most this many column names
+
+
 def _header_problems(header: list[str], label: str) -> list[dict[str, str]]:
+    """Problems of the header row, in time linear in its length (the column limit first)."""
+    if len(header) - 1 > MAX_FEATURES:
+        return [
+            {
+                "field": "line 1",
+                "message": f"the header has {len(header):,} columns; at most {MAX_FEATURES:,} "
+                "feature columns and the label",
+            }
+        ]
     problems = []
-    if any(not h for h in header):
+    counts = Counter(header)
+    if counts.get("", 0):
         problems.append({"field": "line 1", "message": "every column needs a name"})
-    duplicated = sorted({h for h in header if h and header.count(h) > 1})
+    duplicated = sorted(h for h, n in counts.items() if h and n > 1)
     if duplicated:
-        problems.append(
-            {"field": "line 1", "message": f"column names repeat: {', '.join(duplicated)}"}
+        shown = ", ".join(duplicated[:SHOWN_COLUMNS]) + (
+            ", …" if len(duplicated) > SHOWN_COLUMNS else ""
         )
-    if label not in header:
+        problems.append({"field": "line 1", "message": f"column names repeat: {shown}"})
+    too_long = [h for h in counts if len(h) > MAX_COLUMN_NAME]
+    if too_long:
         problems.append(
             {
-                "field": "label",
-                "message": f"no column named {label!r}; the columns are {', '.join(header)}",
+                "field": "line 1",
+                "message": f"a column name is longer than {MAX_COLUMN_NAME} characters: "
+                f"{too_long[0][:40]!r}…",
             }
+        )
+    if any("\x00" in h for h in counts):
+        problems.append({"field": "line 1", "message": "a column name holds a NUL character"})
+    if label not in counts:
+        columns = ", ".join(header[:SHOWN_COLUMNS]) + (", …" if len(header) > SHOWN_COLUMNS else "")
+        problems.append(
+            {"field": "label", "message": f"no column named {label!r}; the columns are {columns}"}
         )
     elif len(header) < 2:
         problems.append({"field": "line 1", "message": "there must be a feature column too"})
-    if len(header) - 1 > MAX_FEATURES:
-        problems.append({"field": "line 1", "message": f"at most {MAX_FEATURES} feature columns"})
     return problems
 
 

@@ -70,6 +70,21 @@ BAD_SPECS: list[tuple[str, Edit, str, str]] = [
     ("unknown optimizer field", set_path("optimizer.lr", 0.1), "optimizer.lr", "not permitted"),
     ("zero epochs", set_path("epochs", 0), "epochs", "greater than"),
     ("string batch size", set_path("batch_size", "big"), "batch_size", "integer"),
+    ("a number as a string", set_path("layers.0.units", "64"), "layers[0].units", "integer"),
+    ("a boolean as an integer", set_path("layers.0.units", True), "layers[0].units", "integer"),
+    ("a fraction as an integer", set_path("epochs", 2.5), "epochs", "integer"),
+    (
+        "a boolean as a number",
+        set_path("optimizer.learning_rate", True),
+        "optimizer.learning_rate",
+        "number",
+    ),
+    (
+        "a number as a boolean",
+        set_path("preprocessing.standardize", 1),
+        "preprocessing.standardize",
+        "boolean",
+    ),
     ("test_size of 1", set_path("split.test_size", 1.0), "split.test_size", "less than"),
     ("output width vs classes", set_path("layers.9.units", 4), "layers[9].units", "3"),
     (
