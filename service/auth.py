@@ -63,11 +63,29 @@ class KeyCache:
 
 
 def tenant_for_key(session: Session, key: str) -> str | None:
-    digest = hash_key(key)
+    """The tenant a key is registered to, from the database (None: not registered)."""
+    return _registered_tenant(session, hash_key(key))
+
+
+def _registered_tenant(session: Session, digest: str) -> str | None:
     row = session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
     if row is None or not hmac.compare_digest(row.key_hash, digest):
         return None
     return row.tenant_id
+
+
+def tenant_for_digest(digest: str, session: Callable[[], Session]) -> str | None:
+    """The tenant of a key's hash, from this process's cache or else the database (None: none).
+
+    `session` is called only when the hash is not in the cache.
+    """
+    cache: KeyCache = current_app.extensions["trainsvc.keys"]
+    tenant = cache.get(digest)
+    if tenant is None:
+        tenant = _registered_tenant(session(), digest)
+        if tenant is not None:
+            cache.put(digest, tenant)
+    return tenant
 
 
 def authenticate(session: Callable[[], Session]) -> str:
@@ -84,13 +102,9 @@ def authenticate(session: Callable[[], Session]) -> str:
             headers={"WWW-Authenticate": "Bearer"},
         )
     digest = hash_key(key.strip())
-    cache: KeyCache = current_app.extensions["trainsvc.keys"]
-    tenant = cache.get(digest)
+    tenant = tenant_for_digest(digest, session)
     if tenant is None:
-        tenant = tenant_for_key(session(), key.strip())
-        if tenant is None:
-            raise ApiError(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
-        cache.put(digest, tenant)
+        raise ApiError(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
     wait = current_app.extensions["trainsvc.ratelimit"].hit(digest[:16])
     if wait is not None:
         raise ApiError(

@@ -11,12 +11,10 @@ import hmac
 import secrets
 from datetime import timedelta
 
-from flask import Flask, current_app, request, session
-from sqlalchemy import select
+from flask import Flask, request, session
 
-from core.models import ApiKey
 from service.api.common import session as db_session
-from service.auth import KeyCache, hash_key, tenant_for_key
+from service.auth import hash_key, tenant_for_digest, tenant_for_key
 from service.errors import ApiError
 
 SESSION_HOURS = 12
@@ -57,14 +55,7 @@ def signed_in_tenant() -> str | None:
     tenant, digest = session.get("tenant"), session.get("key")
     if not isinstance(tenant, str) or not isinstance(digest, str):
         return None
-    cache: KeyCache = current_app.extensions["trainsvc.keys"]
-    owner = cache.get(digest)
-    if owner is None:
-        owner = db_session().scalar(select(ApiKey.tenant_id).where(ApiKey.key_hash == digest))
-        if owner is None:
-            return None
-        cache.put(digest, owner)
-    return tenant if owner == tenant else None
+    return tenant if tenant_for_digest(digest, db_session) == tenant else None
 
 
 def csrf_token() -> str:
