@@ -18,14 +18,16 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
-from core.models import TERMINAL_STATUSES, Model
+from core.models import TERMINAL_STATUSES
+from core.queries import NotFound
 from core.spec import SpecError, parse_spec
 from core.uploads import info_lookup
 from service import jobs, ui_auth
 from service.api.common import session
 from service.api.jobs import events_response, plot_response
-from service.errors import ApiError, error_response
-from service.predictions import load_predictor, model_to_dict, parse_instances
+from service.errors import ApiError, error_response, not_found
+from service.predictions import load_predictor, model_info, parse_instances
+from service.schemas import DryRun, JobOut, Prediction
 
 bp = Blueprint("ui", __name__)
 
@@ -70,6 +72,11 @@ def _error(exc: ApiError) -> ResponseReturnValue:
     return render_template("error.html", error=exc), exc.status
 
 
+@bp.errorhandler(NotFound)
+def _not_found(exc: NotFound) -> ResponseReturnValue:
+    return _error(not_found(exc))
+
+
 @bp.app_context_processor
 def _template_globals() -> dict[str, Any]:
     return {"csrf_token": ui_auth.csrf_token, "tenant": g.get("tenant_id")}
@@ -109,7 +116,7 @@ def _job_page(cursor: str | None) -> dict[str, Any]:
     items, next_cursor = jobs.list_jobs(
         session=session(), tenant_id=g.tenant_id, status=None, limit=50, cursor=cursor
     )
-    return {"jobs": [jobs.job_to_dict(j) for j in items], "next_cursor": next_cursor}
+    return {"jobs": [JobOut.from_row(j).dump() for j in items], "next_cursor": next_cursor}
 
 
 @bp.get("/")
@@ -122,22 +129,25 @@ def rows() -> ResponseReturnValue:
     return render_template("_rows.html", **_job_page(request.args.get("cursor") or None))
 
 
+def _spec_form(spec_text: str, status: int = 200, **context: Any) -> ResponseReturnValue:
+    """The new-job page: the spec editor, and what came of the last submission."""
+    return render_template("new_job.html", spec_text=spec_text, **context), status
+
+
 @bp.route("/ui/jobs/new", methods=["GET", "POST"])
 def new_job() -> ResponseReturnValue:
     if request.method == "GET":
-        text = SEED_SPEC.read_text() if SEED_SPEC.exists() else "{}"
-        return render_template("new_job.html", spec_text=text)
+        return _spec_form(SEED_SPEC.read_text() if SEED_SPEC.exists() else "{}")
     text = request.form.get("spec", "")
     try:
         spec = parse_spec(json.loads(text), info_lookup(session(), g.tenant_id))
     except json.JSONDecodeError as exc:
         problems = [{"field": "$", "message": f"not valid JSON: {exc.msg} (line {exc.lineno})"}]
-        return render_template("new_job.html", spec_text=text, problems=problems), 400
+        return _spec_form(text, 400, problems=problems)
     except SpecError as exc:
-        return render_template("new_job.html", spec_text=text, problems=exc.details), 422
+        return _spec_form(text, 422, problems=exc.details)
     if request.form.get("action") == "check":
-        summary = [s.as_dict() for s in spec.summary()]
-        return render_template("new_job.html", spec_text=text, summary=summary)
+        return _spec_form(text, summary=DryRun.from_spec(spec).dump()["layers"])
     job = jobs.create_job(
         spec,
         session=session(),
@@ -150,11 +160,13 @@ def new_job() -> ResponseReturnValue:
 @bp.get("/ui/jobs/<job_id>")
 def job(job_id: str) -> ResponseReturnValue:
     found = jobs.get_job(job_id, session=session(), tenant_id=g.tenant_id)
-    model = session().get(Model, found.model_id) if found.model_id else None
+    model = None
+    if found.model_id is not None:
+        model = model_info(found.model_id, session=session(), tenant_id=g.tenant_id).dump()
     return render_template(
         "job.html",
-        job=jobs.job_to_dict(found),
-        model=model_to_dict(model) if model is not None else None,
+        job=JobOut.from_row(found).dump(),
+        model=model,
         finished=found.status in TERMINAL_STATUSES,
     )
 
@@ -180,7 +192,7 @@ def predict(job_id: str) -> ResponseReturnValue:
     if body is None:
         raise ApiError(400, 'send the instances as JSON: {"instances": [[x, ...], ...]}')
     X = parse_instances(body, predictor.n_features, current_app.config["MAX_PREDICT_ROWS"])
-    answer = {"model_id": found.model_id, **predictor.predict(X)}
+    answer = Prediction(model_id=found.model_id, **predictor.predict(X)).dump()
     if predictor.task == "classification":
         answer["classes"] = predictor.classes  # column labels for the probabilities
     return answer

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.models import Dataset
+from core.queries import owned, page
 from core.uploads import CsvError, label_counts, parse_csv, to_npz
 from service.errors import ApiError
-from service.jobs import iso
 
 MAX_NAME = 200
 
@@ -60,33 +57,20 @@ def create_dataset(
 
 
 def get_dataset(dataset_id: str, *, session: Session, tenant_id: str) -> Dataset:
-    dataset = session.scalar(
-        select(Dataset).where(Dataset.id == dataset_id, Dataset.tenant_id == tenant_id)
-    )
-    if dataset is None:
-        raise ApiError(404, f"no dataset with id {dataset_id!r}")
-    return dataset
+    """The tenant's dataset, described (its arrays are not loaded); `NotFound` (404) otherwise."""
+    return owned(session, Dataset, dataset_id, tenant_id, columns=DESCRIBED)
 
 
 def list_datasets(
     *, session: Session, tenant_id: str, limit: int, cursor: str | None
 ) -> tuple[list[Dataset], str | None]:
     """Newest first; the cursor is the id of the last dataset of the previous page."""
-    query = select(Dataset).where(Dataset.tenant_id == tenant_id)
-    if cursor:
-        query = query.where(Dataset.id < cursor)
-    # Only the listed columns: never load every dataset's arrays to list them.
-    rows = list(
-        session.execute(
-            query.with_only_columns(*LISTED).order_by(Dataset.id.desc()).limit(limit + 1)
-        ).mappings()
-    )
-    next_cursor = rows[limit - 1]["id"] if len(rows) > limit else None
-    return [Dataset(**row) for row in rows[:limit]], next_cursor
+    # Only the described columns: never load every dataset's arrays to list them.
+    return page(session, Dataset, tenant_id, limit=limit, cursor=cursor, columns=DESCRIBED)
 
 
-LISTED = (
-    Dataset.id,
+# What a dataset's description reads: everything but the arrays.
+DESCRIBED = (
     Dataset.name,
     Dataset.label,
     Dataset.columns,
@@ -96,18 +80,3 @@ LISTED = (
     Dataset.size_bytes,
     Dataset.created_at,
 )
-
-
-def dataset_to_dict(dataset: Dataset) -> dict[str, Any]:
-    return {
-        "id": dataset.id,
-        "name": dataset.name,
-        "rows": dataset.rows,
-        "columns": dataset.columns,
-        "features": [c for c in dataset.columns if c != dataset.label],
-        "label": dataset.label,
-        "label_kind": dataset.label_kind,
-        "label_counts": dataset.label_counts,
-        "bytes": dataset.size_bytes,
-        "created_at": iso(dataset.created_at),
-    }

@@ -9,6 +9,9 @@ from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
+from core.queries import NotFound
+from service.schemas import ErrorBody, ErrorResponse
+
 log = logging.getLogger(__name__)
 
 HTTP_CODES = {
@@ -45,6 +48,11 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+def not_found(exc: NotFound) -> ApiError:
+    """A lookup that found nothing for this tenant, as the HTTP error: 404 with its message."""
+    return ApiError(404, str(exc))
+
+
 def error_response(
     status: int,
     code: str,
@@ -52,14 +60,19 @@ def error_response(
     details: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
 ) -> ResponseReturnValue:
-    body = {"error": {"code": code, "message": message, "details": details or []}}
-    return jsonify(body), status, headers or {}
+    """The one error shape, as a Flask response."""
+    body = ErrorResponse(error=ErrorBody(code=code, message=message, details=details or []))
+    return jsonify(body.dump()), status, headers or {}
 
 
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> ResponseReturnValue:
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+    @app.errorhandler(NotFound)
+    def _not_found(exc: NotFound) -> ResponseReturnValue:
+        return _api_error(not_found(exc))
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> ResponseReturnValue:

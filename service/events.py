@@ -12,13 +12,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Response
-from sqlalchemy import select
 
 from core.db import Database
 from core.models import TERMINAL_STATUSES, Job
+from core.queries import find
 from service.errors import ApiError
-from service.jobs import job_history, job_to_dict
+from service.jobs import job_history
 from service.jsonutil import finite
+from service.schemas import JobOut
 
 POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0
@@ -56,15 +57,15 @@ def job_events(
     while True:
         # The job row is read before its epochs: a job seen finished has all its epochs written.
         with db.begin() as session:
-            job = session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id))
+            job = find(session, Job, job_id, tenant_id)
             if job is None:
                 return
             state = (job.status, job.attempts)
             if seen is not None and state[1] != seen[1]:
                 last_epoch = 0
             epochs = job_history(job, session=session, after=last_epoch)
-            status = sse("status", job_to_dict(job)) if state != seen else None
-        chunks = [sse("epoch", row, row["epoch"]) for row in epochs]
+            status = sse("status", JobOut.from_row(job).dump()) if state != seen else None
+        chunks = [sse("epoch", epoch.dump(), epoch.epoch) for epoch in epochs]
         finished = state[0] in TERMINAL_STATUSES
         if status is not None:
             # Status leads on the first poll and on every start; a final status comes last.
@@ -73,7 +74,7 @@ def job_events(
             else:
                 chunks.insert(0, status)
         if epochs:
-            last_epoch = epochs[-1]["epoch"]
+            last_epoch = epochs[-1].epoch
         seen = state
         if chunks:
             yield "".join(chunks)

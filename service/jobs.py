@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -14,41 +13,13 @@ from sqlalchemy.orm import Session
 
 from core.db import rowcount
 from core.models import JOB_STATUSES, Job, JobMetric, utcnow
+from core.queries import owned, page
 from core.spec import JobSpec, to_stored
 from service.errors import ApiError
 from service.queue import BrokerUnavailable, JobQueue
+from service.schemas import Epoch
 
 log = logging.getLogger(__name__)
-
-
-def iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:  # SQLite hands back naive datetimes; they are stored in UTC
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def job_to_dict(job: Job) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "name": job.name,
-        "status": job.status,
-        "engine": job.engine,
-        "created_at": iso(job.created_at),
-        "started_at": iso(job.started_at),
-        "finished_at": iso(job.finished_at),
-        "progress": {"epoch": job.progress_epoch, "epochs": job.progress_epochs},
-        "metrics": job.metrics or {},
-        "error": (
-            {"code": job.error_code, "message": job.error_message} if job.error_code else None
-        ),
-        "model_id": job.model_id,
-        "attempts": job.attempts,
-        "cancel_requested": job.cancel_requested,
-        "training": job.info,
-        "spec": job.spec,
-    }
 
 
 def request_hash(payload: Any) -> str:
@@ -123,49 +94,32 @@ def create_job(
 
 
 def get_job(job_id: str, *, session: Session, tenant_id: str) -> Job:
-    job = session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id))
-    if job is None:
-        raise ApiError(404, f"no job with id {job_id!r}")
-    return job
+    """The tenant's job; `NotFound` (404) for a missing or foreign id."""
+    return owned(session, Job, job_id, tenant_id)
 
 
 def list_jobs(
     *, session: Session, tenant_id: str, status: str | None, limit: int, cursor: str | None
 ) -> tuple[list[Job], str | None]:
     """Newest first; the cursor is the id of the last job of the previous page."""
-    query = select(Job).where(Job.tenant_id == tenant_id)
-    if status is not None:
-        if status not in JOB_STATUSES:
-            raise ApiError(
-                422,
-                f"unknown status {status!r}",
-                details=[{"field": "status", "message": "one of " + ", ".join(JOB_STATUSES)}],
-            )
-        query = query.where(Job.status == status)
-    if cursor:
-        query = query.where(Job.id < cursor)
-    jobs = list(session.scalars(query.order_by(Job.id.desc()).limit(limit + 1)))
-    next_cursor = jobs[limit - 1].id if len(jobs) > limit else None
-    return jobs[:limit], next_cursor
+    if status is not None and status not in JOB_STATUSES:
+        raise ApiError(
+            422,
+            f"unknown status {status!r}",
+            details=[{"field": "status", "message": "one of " + ", ".join(JOB_STATUSES)}],
+        )
+    where = () if status is None else (Job.status == status,)
+    return page(session, Job, tenant_id, *where, limit=limit, cursor=cursor)
 
 
-def job_history(job: Job, *, session: Session, after: int = 0) -> list[dict[str, Any]]:
+def job_history(job: Job, *, session: Session, after: int = 0) -> list[Epoch]:
     """The job's recorded epochs (those after epoch `after`), in order."""
     rows = session.scalars(
         select(JobMetric)
         .where(JobMetric.job_id == job.id, JobMetric.epoch > after)
         .order_by(JobMetric.epoch)
     )
-    history = []
-    for row in rows:
-        entry: dict[str, Any] = {"epoch": row.epoch, "loss": row.loss}
-        for name in ("accuracy", "val_loss", "val_accuracy"):
-            value = getattr(row, name)
-            if value is not None:
-                entry[name] = value
-        entry["seconds"] = row.seconds
-        history.append(entry)
-    return history
+    return [Epoch.from_row(row) for row in rows]
 
 
 def cancel_job(job_id: str, *, session: Session, tenant_id: str) -> Job:

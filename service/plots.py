@@ -6,7 +6,6 @@ import hashlib
 import io
 import math
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from sqlalchemy.orm import Session
 
+from core.lru import LRU
 from core.models import TERMINAL_STATUSES, Job
 from service.jobs import job_history
 
@@ -84,7 +84,8 @@ def job_plot(job: Job, *, session: Session, cache: PlotCache) -> tuple[str, byte
     final = job.status in TERMINAL_STATUSES
     if final and (cached := cache.get(job.id)) is not None:
         return (*cached, True)
-    png = render_png(job_history(job, session=session), f"{job.name or job.id} — {job.status}")
+    history = [epoch.dump() for epoch in job_history(job, session=session)]
+    png = render_png(history, f"{job.name or job.id} — {job.status}")
     if final:
         return (*cache.put(job.id, png), True)
     return etag_for(png), png, False
@@ -95,29 +96,14 @@ def etag_for(png: bytes) -> str:
     return hashlib.sha256(png).hexdigest()[:32]
 
 
-class PlotCache:
+class PlotCache(LRU[str, tuple[str, bytes]]):
     """An LRU of rendered plots of finished jobs (their curves can no longer change)."""
 
     def __init__(self, size: int = 128) -> None:
-        self.size = max(1, size)
-        self._items: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, job_id: str) -> tuple[str, bytes] | None:
-        with self._lock:
-            item = self._items.get(job_id)
-            if item is not None:
-                self._items.move_to_end(job_id)
-            return item
+        super().__init__(size)
 
     def put(self, job_id: str, png: bytes) -> tuple[str, bytes]:
+        """Remember a finished job's plot; its (ETag, PNG)."""
         item = (etag_for(png), png)
-        with self._lock:
-            self._items[job_id] = item
-            self._items.move_to_end(job_id)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+        self.set(job_id, item)
         return item
-
-    def __len__(self) -> int:
-        return len(self._items)

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.artifact import ArtifactError
+from core.lru import LRU
 from core.models import Model
+from core.queries import NotFound, owned
 from core.runtime import Predictor
 from core.spec import field_path
 from service.errors import ApiError
+from service.schemas import ModelOut
 
 
 class PredictRequest(BaseModel):
@@ -24,45 +24,25 @@ class PredictRequest(BaseModel):
     instances: list[list[float]] = Field(min_length=1)
 
 
-class ModelCache:
+class ModelCache(LRU[str, tuple[str, Predictor]]):
     """An LRU of loaded predictors, keyed by model id, remembering each model's tenant."""
 
-    def __init__(self, size: int) -> None:
-        self.size = max(1, size)
-        self._items: OrderedDict[str, tuple[str, Predictor]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, model_id: str) -> tuple[str, Predictor] | None:
-        with self._lock:
-            item = self._items.get(model_id)
-            if item is not None:
-                self._items.move_to_end(model_id)
-            return item
-
     def put(self, model_id: str, tenant_id: str, predictor: Predictor) -> None:
-        with self._lock:
-            self._items[model_id] = (tenant_id, predictor)
-            self._items.move_to_end(model_id)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._items)
+        """Remember the tenant's loaded model."""
+        self.set(model_id, (tenant_id, predictor))
 
 
 def load_predictor(
     model_id: str, *, session: Session, tenant_id: str, cache: ModelCache
 ) -> Predictor:
-    """The tenant's model, from the cache or the database; 404 for anyone else's."""
+    """The tenant's model, from the cache or the database; `NotFound` (404) for anyone else's."""
     cached = cache.get(model_id)
     if cached is not None:
         owner, predictor = cached
         if owner != tenant_id:
-            raise ApiError(404, f"no model with id {model_id!r}")
+            raise NotFound.of(Model, model_id)
         return predictor
-    row = session.scalar(select(Model).where(Model.id == model_id, Model.tenant_id == tenant_id))
-    if row is None:
-        raise ApiError(404, f"no model with id {model_id!r}")
+    row = owned(session, Model, model_id, tenant_id, columns=(Model.weights,))
     try:
         predictor = Predictor.from_bytes(row.weights)
     except ArtifactError as exc:
@@ -71,6 +51,15 @@ def load_predictor(
         ) from None
     cache.put(model_id, tenant_id, predictor)
     return predictor
+
+
+def model_info(model_id: str, *, session: Session, tenant_id: str) -> ModelOut:
+    """The tenant's model's metadata (its weights are not loaded); `NotFound` (404) otherwise."""
+    return ModelOut.from_row(owned(session, Model, model_id, tenant_id, columns=DESCRIBED))
+
+
+# What a model's metadata reads: everything but the weights.
+DESCRIBED = (Model.job_id, Model.engine, Model.task, Model.meta)
 
 
 def parse_instances(payload: Any, n_features: int, max_rows: int) -> np.ndarray:
@@ -102,18 +91,3 @@ def parse_instances(payload: Any, n_features: int, max_rows: int) -> np.ndarray:
                 details=[{"field": f"instances[{i}]", "message": f"has {len(row)} features"}],
             )
     return np.asarray(body.instances, dtype=np.float64)
-
-
-def model_to_dict(model: Model) -> dict[str, Any]:
-    meta = model.meta
-    return {
-        "id": model.id,
-        "job_id": model.job_id,
-        "engine": model.engine,
-        "task": model.task,
-        "n_features": meta["n_features"],
-        "classes": meta["classes"] if model.task == "classification" else None,
-        "layers": meta["layers"],
-        "params": meta["params"],
-        "metrics": meta["metrics"],
-    }

@@ -1,14 +1,45 @@
-"""Response schemas, for the OpenAPI document (requests use the validating models directly)."""
+"""Response schemas: every JSON answer is built from these, and the OpenAPI document from them.
+
+Requests use the validating models directly. Each `from_row` builds the answer from its SQL row;
+`dump()` is the JSON body.
+"""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.models import Dataset, Job, JobMetric, Model
+from core.spec import JobSpec
+
+
+def iso(value: datetime | None) -> str | None:
+    """A timestamp as ISO 8601 in UTC with a `Z`."""
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite hands back naive datetimes; they are stored in UTC
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def same_names(row: object, *names: str) -> dict[str, Any]:
+    """The row's attributes for the fields named as its columns are."""
+    return {name: getattr(row, name) for name in names}
+
+
+def absent(value: Any) -> bool:
+    """Whether an optional field is left out of the JSON (it is None)."""
+    return value is None
+
 
 class Out(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    def dump(self) -> dict[str, Any]:
+        """The JSON body (fields marked `exclude_if=absent` are left out when None)."""
+        return self.model_dump(mode="json")
 
 
 class ErrorBody(Out):
@@ -63,6 +94,22 @@ class JobOut(Out):
     training: Training | None
     spec: dict[str, Any] = Field(description="The job spec, with every default filled in.")
 
+    @classmethod
+    def from_row(cls, job: Job) -> JobOut:
+        """The job as clients see it."""
+        error = JobError(code=job.error_code, message=job.error_message) if job.error_code else None
+        return cls(
+            **same_names(job, "id", "name", "status", "engine", "model_id", "attempts", "spec"),
+            cancel_requested=job.cancel_requested,
+            created_at=iso(job.created_at),
+            started_at=iso(job.started_at),
+            finished_at=iso(job.finished_at),
+            progress=Progress(epoch=job.progress_epoch, epochs=job.progress_epochs),
+            metrics=job.metrics or {},
+            error=error,
+            training=job.info,
+        )
+
 
 class JobList(Out):
     items: list[JobOut]
@@ -72,10 +119,15 @@ class JobList(Out):
 class Epoch(Out):
     epoch: int
     loss: float | None
-    accuracy: float | None = None
-    val_loss: float | None = None
-    val_accuracy: float | None = None
+    accuracy: float | None = Field(None, exclude_if=absent)
+    val_loss: float | None = Field(None, exclude_if=absent)
+    val_accuracy: float | None = Field(None, exclude_if=absent)
     seconds: float = Field(description="This epoch's own training time.")
+
+    @classmethod
+    def from_row(cls, row: JobMetric) -> Epoch:
+        """One recorded epoch (its columns are named as the fields are)."""
+        return cls.model_validate(row, from_attributes=True)
 
 
 class Metrics(Out):
@@ -100,6 +152,22 @@ class DryRun(Out):
     trainable_params: int
     non_trainable_params: int
 
+    @classmethod
+    def from_spec(cls, spec: JobSpec) -> DryRun:
+        """The model a valid spec describes: each layer's output shape and parameters."""
+        summary = spec.summary()
+        total = sum(s.params for s in summary)
+        trainable = sum(s.trainable_params for s in summary)
+        return cls(
+            valid=True,
+            task=spec.task,
+            input_shape=[None, spec.data_shape().n_features],
+            layers=[LayerOut.model_validate(s.as_dict()) for s in summary],
+            total_params=total,
+            trainable_params=trainable,
+            non_trainable_params=total - trainable,
+        )
+
 
 class ModelOut(Out):
     id: str
@@ -112,6 +180,16 @@ class ModelOut(Out):
     params: dict[str, int]
     metrics: dict[str, float | None]
 
+    @classmethod
+    def from_row(cls, model: Model) -> ModelOut:
+        """A trained model's metadata (its weights stay in the database)."""
+        meta = model.meta
+        return cls(
+            **same_names(model, "id", "job_id", "engine", "task"),
+            **{name: meta[name] for name in ("n_features", "layers", "params", "metrics")},
+            classes=meta["classes"] if model.task == "classification" else None,
+        )
+
 
 class Prediction(Out):
     model_id: str
@@ -119,13 +197,15 @@ class Prediction(Out):
         description="Class labels (as in the training data), or values for regression."
     )
     probabilities: list[list[float]] | None = Field(
-        None, description="Per-class probabilities, in the order of the model's classes."
+        None,
+        description="Per-class probabilities, in the order of the model's classes.",
+        exclude_if=absent,
     )
 
 
 class Health(Out):
     status: str
-    checks: dict[str, str] | None = None
+    checks: dict[str, str] | None = Field(None, exclude_if=absent)
 
 
 class DatasetOut(Out):
@@ -143,6 +223,17 @@ class DatasetOut(Out):
     )
     bytes: int
     created_at: str
+
+    @classmethod
+    def from_row(cls, dataset: Dataset) -> DatasetOut:
+        """An upload's description (never its arrays)."""
+        return cls(
+            **same_names(dataset, "id", "name", "rows", "columns", "label", "label_kind"),
+            features=[c for c in dataset.columns if c != dataset.label],
+            label_counts=dataset.label_counts,
+            bytes=dataset.size_bytes,
+            created_at=iso(dataset.created_at),
+        )
 
 
 class DatasetList(Out):

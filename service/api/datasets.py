@@ -9,6 +9,7 @@ from core.settings import Settings
 from service import datasets
 from service.api.common import page_limit, session, tenant
 from service.errors import ApiError
+from service.schemas import DatasetList, DatasetOut
 
 bp = Blueprint("datasets", __name__, url_prefix="/v1/datasets")
 
@@ -62,7 +63,7 @@ def upload() -> ResponseReturnValue:
         max_rows=settings.max_dataset_rows,
     )
     location = url_for("datasets.read", dataset_id=dataset.id)
-    return jsonify(datasets.dataset_to_dict(dataset)), 201, {"Location": location}
+    return jsonify(DatasetOut.from_row(dataset).dump()), 201, {"Location": location}
 
 
 @bp.get("")
@@ -73,12 +74,11 @@ def index() -> ResponseReturnValue:
         limit=page_limit(),
         cursor=request.args.get("cursor") or None,
     )
-    return jsonify(
-        {"items": [datasets.dataset_to_dict(d) for d in items], "next_cursor": next_cursor}
-    )
+    listed = DatasetList(items=[DatasetOut.from_row(d) for d in items], next_cursor=next_cursor)
+    return jsonify(listed.dump())
 
 
 @bp.get("/<dataset_id>")
 def read(dataset_id: str) -> ResponseReturnValue:
     dataset = datasets.get_dataset(dataset_id, session=session(), tenant_id=tenant())
-    return jsonify(datasets.dataset_to_dict(dataset))
+    return jsonify(DatasetOut.from_row(dataset).dump())

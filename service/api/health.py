@@ -7,13 +7,14 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 
 from service.api.common import session
+from service.schemas import Health
 
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
 def healthz() -> ResponseReturnValue:
-    return jsonify({"status": "ok"})
+    return jsonify(Health(status="ok").dump())
 
 
 @bp.get("/readyz")
@@ -26,6 +27,5 @@ def readyz() -> ResponseReturnValue:
         checks["database"] = f"error: {type(exc).__name__}"
     checks["broker"] = "ok" if current_app.extensions["trainsvc.queue"].ready() else "unreachable"
     ready = all(v == "ok" for v in checks.values())
-    return jsonify({"status": "ready" if ready else "not ready", "checks": checks}), (
-        200 if ready else 503
-    )
+    health = Health(status="ready" if ready else "not ready", checks=checks)
+    return jsonify(health.dump()), 200 if ready else 503

@@ -11,6 +11,7 @@ from core.uploads import info_lookup
 from service import events, jobs, plots
 from service.api.common import db, flag, json_body, page_limit, session, tenant
 from service.errors import ApiError
+from service.schemas import DryRun, JobList, JobOut, Metrics
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 
@@ -28,21 +29,7 @@ def submit() -> ResponseReturnValue:
     except SpecError as exc:
         raise ApiError(422, str(exc), code="invalid_spec", details=exc.details) from None
     if flag("dry_run"):
-        summary = spec.summary()
-        shape = spec.data_shape()
-        total = sum(s.params for s in summary)
-        trainable = sum(s.trainable_params for s in summary)
-        return jsonify(
-            {
-                "valid": True,
-                "task": spec.task,
-                "input_shape": [None, shape.n_features],
-                "layers": [s.as_dict() for s in summary],
-                "total_params": total,
-                "trainable_params": trainable,
-                "non_trainable_params": total - trainable,
-            }
-        )
+        return jsonify(DryRun.from_spec(spec).dump())
     queue = current_app.extensions["trainsvc.queue"]
     key = request.headers.get("Idempotency-Key")
     idempotency = None
@@ -58,7 +45,7 @@ def submit() -> ResponseReturnValue:
         spec, session=session(), tenant_id=tenant(), queue=queue, idempotency=idempotency
     )
     location = url_for("jobs.read", job_id=job.id)
-    return jsonify(jobs.job_to_dict(job)), 202, {"Location": location}
+    return jsonify(JobOut.from_row(job).dump()), 202, {"Location": location}
 
 
 @bp.get("")
@@ -70,18 +57,22 @@ def index() -> ResponseReturnValue:
         limit=page_limit(),
         cursor=request.args.get("cursor") or None,
     )
-    return jsonify({"items": [jobs.job_to_dict(j) for j in items], "next_cursor": next_cursor})
+    return jsonify(
+        JobList(items=[JobOut.from_row(j) for j in items], next_cursor=next_cursor).dump()
+    )
 
 
 @bp.get("/<job_id>")
 def read(job_id: str) -> ResponseReturnValue:
-    return jsonify(jobs.job_to_dict(jobs.get_job(job_id, session=session(), tenant_id=tenant())))
+    job = jobs.get_job(job_id, session=session(), tenant_id=tenant())
+    return jsonify(JobOut.from_row(job).dump())
 
 
 @bp.get("/<job_id>/metrics")
 def metrics(job_id: str) -> ResponseReturnValue:
     job = jobs.get_job(job_id, session=session(), tenant_id=tenant())
-    return jsonify({"job_id": job.id, "history": jobs.job_history(job, session=session())})
+    history = jobs.job_history(job, session=session())
+    return jsonify(Metrics(job_id=job.id, history=history).dump())
 
 
 @bp.get("/<job_id>/plot.png")
@@ -123,4 +114,4 @@ def events_response(job: Job) -> Response:
 @bp.post("/<job_id>/cancel")
 def cancel(job_id: str) -> ResponseReturnValue:
     job = jobs.cancel_job(job_id, session=session(), tenant_id=tenant())
-    return jsonify(jobs.job_to_dict(job)), 202
+    return jsonify(JobOut.from_row(job).dump()), 202

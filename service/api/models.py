@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
-from sqlalchemy import select
 
-from core.models import Model
 from service.api.common import json_body, session, tenant
-from service.errors import ApiError
 from service.monitoring import PREDICT_SECONDS
-from service.predictions import load_predictor, model_to_dict, parse_instances
+from service.predictions import load_predictor, model_info, parse_instances
+from service.schemas import Prediction
 
 bp = Blueprint("models", __name__, url_prefix="/v1/models")
 
@@ -22,10 +20,7 @@ def _authenticate() -> None:
 
 @bp.get("/<model_id>")
 def read(model_id: str) -> ResponseReturnValue:
-    model = session().scalar(select(Model).where(Model.id == model_id, Model.tenant_id == tenant()))
-    if model is None:
-        raise ApiError(404, f"no model with id {model_id!r}")
-    return jsonify(model_to_dict(model))
+    return jsonify(model_info(model_id, session=session(), tenant_id=tenant()).dump())
 
 
 @bp.post("/<model_id>/predict")
@@ -39,4 +34,4 @@ def predict(model_id: str) -> ResponseReturnValue:
             cache=current_app.extensions["trainsvc.models"],
         )
         X = parse_instances(body, predictor.n_features, current_app.config["MAX_PREDICT_ROWS"])
-        return jsonify({"model_id": model_id, **predictor.predict(X)})
+        return jsonify(Prediction(model_id=model_id, **predictor.predict(X)).dump())
