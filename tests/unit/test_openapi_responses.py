@@ -1,0 +1,228 @@
+"""Every answer /openapi.json documents, given once, and each JSON body valid against the schema
+the document names for its path, method and status (so a body and its document cannot drift).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonschema_rs
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import update
+from werkzeug.test import TestResponse
+
+from core.db import Database
+from core.models import Model
+from service.openapi import openapi_document
+from service.predictions import ModelCache
+from tests.conftest import RecordingQueue, auth
+from tests.sse import events as parse_events
+from tests.unit.test_api import small_spec
+from worker.jobs import run_job
+
+ALICE = auth("alice")
+DOC: dict[str, Any] = openapi_document()
+REGRESSION = {
+    "dataset": {"builtin": "make_regression", "params": {"n_samples": 200, "n_features": 5}},
+    "layers": [{"type": "dense", "units": 8, "activation": "relu"}, {"type": "dense", "units": 1}],
+    "loss": "mse",
+}
+CSV = b"a,b,y\n1,2,0\n3,4,1\n5,6,1\n"
+
+
+def validator(schema: dict[str, Any]) -> Any:
+    """A JSON Schema 2020-12 validator whose `$ref`s resolve into the document's components."""
+    return jsonschema_rs.Draft202012Validator({**schema, "components": DOC["components"]})
+
+
+def component(name: str) -> Any:
+    return validator({"$ref": f"#/components/schemas/{name}"})
+
+
+def check(schema_validator: Any, body: Any, where: str) -> None:
+    problems = [str(e) for e in schema_validator.iter_errors(body)]
+    assert not problems, f"{where}: the body does not match the document:\n" + "\n".join(problems)
+
+
+def documented() -> set[tuple[str, str, str]]:
+    """Every (path, method, status) the document gives an answer for."""
+    return {
+        (path, method, status)
+        for path, operations in DOC["paths"].items()
+        for method, operation in operations.items()
+        for status in operation["responses"]
+    }
+
+
+class Refuse:
+    """A rate limiter that has no room left for anyone."""
+
+    def hit(self, key: str) -> float:
+        return 30.0
+
+
+class Api:
+    """The test client, checking every answer against the document and noting which it gave."""
+
+    def __init__(self, client: FlaskClient) -> None:
+        self.client = client
+        self.seen: set[tuple[str, str, str]] = set()
+
+    def call(
+        self,
+        method: str,
+        template: str,
+        status: int,
+        *,
+        headers: dict[str, str] | None = None,
+        query: str = "",
+        **kwargs: Any,
+    ) -> TestResponse:
+        """Send `method template` (path parameters from `kwargs`); expect `status`; check it."""
+        parameters = DOC["paths"][template][method].get("parameters", [])
+        path = template.format(
+            **{p["name"]: kwargs.pop(p["name"]) for p in parameters if p["in"] == "path"}
+        )
+        response = self.client.open(
+            path + query,
+            method=method.upper(),
+            headers=ALICE if headers is None else headers,
+            **kwargs,
+        )
+        where = f"{method.upper()} {path}{query} → {response.status_code}"
+        assert response.status_code == status, f"{where}: {response.get_data(as_text=True)}"
+        answers = DOC["paths"][template][method]["responses"]
+        assert str(status) in answers, f"{where}: the document has no {status} for it"
+        content = answers[str(status)].get("content")
+        if content is None:
+            assert response.data == b"", where
+        elif response.mimetype == "application/json":
+            check(validator(content["application/json"]["schema"]), response.get_json(), where)
+        else:
+            assert response.mimetype in content, where
+        self.seen.add((template, method, str(status)))
+        return response
+
+
+def jobs(api: Api, database: Database) -> None:
+    """/v1/jobs and a job's own routes: every success and every documented refusal."""
+    spec = small_spec()
+    api.call("post", "/v1/jobs", 200, query="?dry_run=true", json=spec)
+    api.call("post", "/v1/jobs", 400, data="{not json", content_type="application/json")
+    api.call("post", "/v1/jobs", 413, json={"pad": "x" * (2 * 1024 * 1024)})
+    api.call("post", "/v1/jobs", 415, data="a=b", content_type="text/plain")
+    api.call("post", "/v1/jobs", 422, json=small_spec(loss="hinge"))
+    queued = api.call("post", "/v1/jobs", 202, json=spec).get_json()["id"]
+    api.call("get", "/v1/jobs", 200, query="?limit=1")
+    api.call("get", "/v1/jobs", 422, query="?status=weird")
+    api.call("post", "/v1/jobs/{job_id}/cancel", 202, job_id=queued)
+    api.call("post", "/v1/jobs/{job_id}/cancel", 409, job_id=queued)
+    done = api.call("post", "/v1/jobs", 202, json=spec).get_json()["id"]
+    assert run_job(database, done) == "succeeded"
+    for template in ("/v1/jobs/{job_id}", "/v1/jobs/{job_id}/metrics"):
+        api.call("get", template, 200, job_id=done)
+    for template in (
+        "/v1/jobs/{job_id}",
+        "/v1/jobs/{job_id}/metrics",
+        "/v1/jobs/{job_id}/plot.png",
+        "/v1/jobs/{job_id}/events",
+    ):
+        api.call("get", template, 404, job_id="nope")
+    api.call("post", "/v1/jobs/{job_id}/cancel", 404, job_id="nope")
+    etag = api.call("get", "/v1/jobs/{job_id}/plot.png", 200, job_id=done).headers["ETag"]
+    unchanged = {**ALICE, "If-None-Match": etag}
+    api.call("get", "/v1/jobs/{job_id}/plot.png", 304, job_id=done, headers=unchanged)
+    api.call("get", "/v1/jobs/{job_id}/events", 422, job_id=done, query="?after=x")
+    stream = api.call("get", "/v1/jobs/{job_id}/events", 200, job_id=done)
+    got = list(parse_events([stream.get_data(as_text=True)]))
+    schemas = {"status": component("JobOut"), "epoch": component("Epoch")}
+    assert [e.event for e in got] == ["status", "epoch", "epoch"]
+    for event in got:
+        check(schemas[event.event], event.data, f"event {event.event} of job {done}")
+
+
+def models(api: Api, app: Flask, client: FlaskClient, database: Database) -> None:
+    """A classification and a regression model: metadata, predictions and every refusal."""
+    for spec, width in ((small_spec(), 20), (small_spec(**REGRESSION), 5)):
+        job = client.post("/v1/jobs", json=spec, headers=ALICE).get_json()["id"]
+        assert run_job(database, job) == "succeeded"
+        model_id = client.get(f"/v1/jobs/{job}", headers=ALICE).get_json()["model_id"]
+        api.call("get", "/v1/models/{model_id}", 200, model_id=model_id)
+        predict = "/v1/models/{model_id}/predict"
+        api.call("post", predict, 200, model_id=model_id, json={"instances": [[0.5] * width]})
+    api.call("get", "/v1/models/{model_id}", 404, model_id="nope")
+    api.call("post", predict, 404, model_id="nope", json={"instances": [[0.5] * 5]})
+    api.call("post", predict, 400, model_id=model_id, data="{", content_type="application/json")
+    api.call("post", predict, 413, model_id=model_id, json={"pad": "x" * (2 * 1024 * 1024)})
+    api.call("post", predict, 415, model_id=model_id, data="x", content_type="text/plain")
+    api.call("post", predict, 422, model_id=model_id, json={"instances": [[0.5] * 3]})
+    with database.begin() as session:
+        session.execute(update(Model).where(Model.id == model_id).values(weights=b"garbage"))
+    app.extensions["trainsvc.models"] = ModelCache(8)  # forget the model loaded before
+    api.call("post", predict, 500, model_id=model_id, json={"instances": [[0.5] * 5]})
+
+
+def datasets(api: Api) -> None:
+    """Upload, list and read a CSV dataset, and every documented refusal."""
+    upload: dict[str, Any] = {"content_type": "text/csv", "data": CSV}
+    dataset = api.call("post", "/v1/datasets", 201, query="?label=y", **upload).get_json()
+    api.call("post", "/v1/datasets", 422, query="?label=nope", **upload)
+    api.call("post", "/v1/datasets", 415, query="?label=y", json={"a": 1})
+    big: dict[str, Any] = {"content_type": "text/csv", "data": CSV + b"1,2,0\n" * 400_000}
+    api.call("post", "/v1/datasets", 413, query="?label=y", **big)
+    api.call("get", "/v1/datasets", 200)
+    api.call("get", "/v1/datasets", 422, query="?limit=0")
+    api.call("get", "/v1/datasets/{dataset_id}", 200, dataset_id=dataset["id"])
+    api.call("get", "/v1/datasets/{dataset_id}", 404, dataset_id="nope")
+
+
+def keys_and_limits(api: Api, app: Flask) -> None:
+    """Every operation behind a key answers 401 without one and 429 once the key's limit is hit."""
+    limiter = app.extensions["trainsvc.ratelimit"]
+    for path, operations in DOC["paths"].items():
+        for method, operation in operations.items():
+            if "401" not in operation["responses"]:
+                continue
+            names: dict[str, Any] = {
+                p["name"]: "nope" for p in operation.get("parameters", []) if p["in"] == "path"
+            }
+            api.call(method, path, 401, headers={}, **names)
+            app.extensions["trainsvc.ratelimit"] = Refuse()
+            try:
+                api.call(method, path, 429, **names)
+            finally:
+                app.extensions["trainsvc.ratelimit"] = limiter
+
+
+def health(api: Api, queue: RecordingQueue, monkeypatch: pytest.MonkeyPatch) -> None:
+    api.call("get", "/healthz", 200, headers={})
+    api.call("get", "/readyz", 200, headers={})
+    monkeypatch.setattr(queue, "ready", lambda: False)
+    api.call("get", "/readyz", 503, headers={})
+
+
+def test_every_documented_answer_is_given_and_matches_the_document(
+    app: Flask,
+    client: FlaskClient,
+    database: Database,
+    queue: RecordingQueue,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    api = Api(client)
+    jobs(api, database)
+    models(api, app, client, database)
+    datasets(api)
+    keys_and_limits(api, app)
+    health(api, queue, monkeypatch)
+    missing = sorted(documented() - api.seen)
+    assert not missing, f"documented answers this test never saw (add a call for each): {missing}"
+
+
+def test_the_check_refuses_a_body_off_the_document() -> None:
+    epoch = component("Epoch")
+    assert epoch.is_valid({"epoch": 1, "loss": 0.5, "seconds": 0.1})
+    assert not epoch.is_valid({"epoch": 1, "loss": 0.5, "seconds": 0.1, "extra": 1})
+    assert not epoch.is_valid({"epoch": "one", "loss": 0.5, "seconds": 0.1})
+    assert not component("JobList").is_valid({"items": [{"id": "x"}], "next_cursor": None})
