@@ -18,7 +18,12 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
+from core.activations import ACTIVATIONS
+from core.initializers import INITIALIZERS
+from core.layers import LAYERS
+from core.losses import LOSSES
 from core.models import TERMINAL_STATUSES
+from core.optimizers import OPTIMIZERS
 from core.queries import NotFound
 from core.spec import SpecError, parse_spec
 from core.uploads import info_lookup
@@ -39,6 +44,14 @@ OPEN_ROUTES = frozenset({"ui.login"})
 CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
     "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+)
+# Under the spec editor: each field that takes a registered name, and the names (never by hand).
+NAMES = (
+    ("layers[].type", LAYERS),
+    ("layers[].activation", ACTIVATIONS),
+    ("layers[].kernel_initializer", INITIALIZERS),
+    ("loss", LOSSES),
+    ("optimizer.type", OPTIMIZERS),
 )
 
 
@@ -130,8 +143,8 @@ def rows() -> ResponseReturnValue:
 
 
 def _spec_form(spec_text: str, status: int = 200, **context: Any) -> ResponseReturnValue:
-    """The new-job page: the spec editor, and what came of the last submission."""
-    return render_template("new_job.html", spec_text=spec_text, **context), status
+    """The new-job page: the spec editor, with the registered names under it."""
+    return render_template("new_job.html", spec_text=spec_text, names=NAMES, **context), status
 
 
 @bp.route("/ui/jobs/new", methods=["GET", "POST"])

@@ -102,6 +102,9 @@ def test_submit_form_queues_the_job_or_shows_each_problem(
     token = sign_in(client)
     form = client.get("/ui/jobs/new").get_data(as_text=True)
     assert "seed-example" in form and "sparse_categorical_crossentropy" in form
+    names = form.split('id="names"', 1)[1]  # the reference under the editor, from the registries
+    for name in ("dense", "batch_norm", "leaky_relu", "swish", "mse", "rmsprop", "he_uniform"):
+        assert f"<code>{name}</code>" in names
     bad = small_spec(epochs=0)
     bad["layers"][0]["activation"] = "mish"
     response = submit_form(client, token, bad)
