@@ -7,7 +7,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from core.db import Database
 from core.spec import parse_spec
 from service.auth import ensure_api_key
 from service.jobs import create_job
-from service.stack import free_port
+from service.stack import api_command, free_port
 from worker.jobs import run_job
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,19 +61,8 @@ def train_model(db: Database, engine: str, **changes: Any) -> str:
 def start_gunicorn(url: str, tmp: Path, workers: int = 2, **env: str) -> tuple[Any, int]:
     port = free_port()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            # The shipped configuration (threaded workers), as `make run` and compose use it.
-            "--config",
-            "python:service.gunicorn_conf",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-            "service.app:create_app()",
-        ],
+        # The shipped configuration, as `make run` and compose use it.
+        api_command("127.0.0.1", port, "--workers", str(workers)),
         env={
             **os.environ,
             "LOG_LEVEL": "WARNING",

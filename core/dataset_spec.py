@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -13,10 +13,12 @@ from pydantic import (
     PrivateAttr,
     Tag,
     ValidationInfo,
+    create_model,
     model_validator,
 )
 
-from core.schema import Strict
+from core.registry import Registry
+from core.schema import Strict, Text
 
 MAX_SAMPLES = 1_000_000
 MAX_FEATURES = 10_000
@@ -39,7 +41,12 @@ Samples = Annotated[int, Field(ge=10, le=MAX_SAMPLES)]
 Seed = Annotated[int | None, Field(ge=0, le=2**32 - 1)]
 
 
-class MakeClassificationParams(Strict):
+class _GeneratorParams(Strict):
+    def shape(self) -> DataShape:
+        raise NotImplementedError
+
+
+class MakeClassificationParams(_GeneratorParams):
     n_samples: Samples = 100
     n_features: int = Field(20, ge=1, le=MAX_FEATURES)
     n_informative: int = Field(2, ge=1, le=MAX_FEATURES)
@@ -79,7 +86,7 @@ class MakeClassificationParams(Strict):
         return DataShape("classification", self.n_samples, self.n_features, self.n_classes)
 
 
-class MakeRegressionParams(Strict):
+class MakeRegressionParams(_GeneratorParams):
     n_samples: Samples = 100
     n_features: int = Field(100, ge=1, le=MAX_FEATURES)
     n_informative: int = Field(10, ge=0, le=MAX_FEATURES)
@@ -95,7 +102,7 @@ class MakeRegressionParams(Strict):
         return DataShape("regression", self.n_samples, self.n_features, n_targets=self.n_targets)
 
 
-class MakeMoonsParams(Strict):
+class MakeMoonsParams(_GeneratorParams):
     n_samples: Samples = 100
     shuffle: bool = True
     noise: float | None = Field(None, ge=0, le=1e3)
@@ -109,7 +116,7 @@ class MakeCirclesParams(MakeMoonsParams):
     factor: float = Field(0.8, gt=0, lt=1)
 
 
-class MakeBlobsParams(Strict):
+class MakeBlobsParams(_GeneratorParams):
     n_samples: Samples = 100
     n_features: int = Field(2, ge=1, le=MAX_FEATURES)
     centers: int = Field(3, ge=2, le=MAX_CLASSES)
@@ -140,44 +147,37 @@ class _Builtin(Strict):
         raise NotImplementedError
 
 
-class MakeClassification(_Builtin):
-    builtin: Literal["make_classification"]
-    params: MakeClassificationParams = MakeClassificationParams()
+class _Generated(_Builtin):
+    """A scikit-learn generator: the data's shape follows from its parameters."""
+
+    builtin: str
+    params: _GeneratorParams
 
     def shape(self) -> DataShape:
         return self.params.shape()
 
 
-class MakeRegression(_Builtin):
-    builtin: Literal["make_regression"]
-    params: MakeRegressionParams = MakeRegressionParams()
-
-    def shape(self) -> DataShape:
-        return self.params.shape()
-
-
-class MakeMoons(_Builtin):
-    builtin: Literal["make_moons"]
-    params: MakeMoonsParams = MakeMoonsParams()
-
-    def shape(self) -> DataShape:
-        return self.params.shape()
+# The scikit-learn generators a spec may name, each with its parameters' model.
+GENERATORS: Registry[type[_GeneratorParams]] = Registry(
+    "dataset generator",
+    {  # type: ignore[arg-type]  # mypy types the classes by their pydantic metaclass
+        "make_classification": MakeClassificationParams,
+        "make_regression": MakeRegressionParams,
+        "make_moons": MakeMoonsParams,
+        "make_circles": MakeCirclesParams,
+        "make_blobs": MakeBlobsParams,
+    },
+)
 
 
-class MakeCircles(_Builtin):
-    builtin: Literal["make_circles"]
-    params: MakeCirclesParams = MakeCirclesParams()
+def _generated(name: str, params: type[_GeneratorParams]) -> type[_Generated]:
+    """The spec model of `{"builtin": name, "params": {...}}` (MakeClassification, …)."""
+    fields: dict[str, Any] = {"builtin": (Literal[name], ...), "params": (params, params())}
+    title = "".join(part.title() for part in name.split("_"))
+    return create_model(title, __base__=_Generated, **fields)
 
-    def shape(self) -> DataShape:
-        return self.params.shape()
 
-
-class MakeBlobs(_Builtin):
-    builtin: Literal["make_blobs"]
-    params: MakeBlobsParams = MakeBlobsParams()
-
-    def shape(self) -> DataShape:
-        return self.params.shape()
+GENERATED = {name: _generated(name, params) for name, params in GENERATORS.items()}
 
 
 class Shipped(_Builtin):
@@ -258,7 +258,7 @@ DATASETS_CONTEXT = "datasets"
 
 
 class Uploaded(Strict):
-    dataset_id: str = Field(min_length=1, max_length=36)
+    dataset_id: Text = Field(min_length=1, max_length=36)
     _info: UploadedInfo | None = PrivateAttr(None)
 
     @model_validator(mode="after")
@@ -309,24 +309,22 @@ def _dataset_tag(value: Any) -> str | None:
     return None
 
 
-BUILTIN_NAMES = (
-    "make_classification",
-    "make_regression",
-    "make_moons",
-    "make_circles",
-    "make_blobs",
-    *SHIPPED,
-)
+BUILTIN_NAMES = (*GENERATORS.names, *SHIPPED)
+
+if TYPE_CHECKING:
+    _Datasets = _Generated | Shipped | Inline | Uploaded
+else:
+    _Datasets = Union[
+        (
+            *(Annotated[model, Tag(name)] for name, model in GENERATED.items()),
+            Annotated[Shipped, Tag("shipped")],
+            Annotated[Inline, Tag("inline")],
+            Annotated[Uploaded, Tag("dataset_id")],
+        )
+    ]
 
 DatasetSpec = Annotated[
-    Annotated[MakeClassification, Tag("make_classification")]
-    | Annotated[MakeRegression, Tag("make_regression")]
-    | Annotated[MakeMoons, Tag("make_moons")]
-    | Annotated[MakeCircles, Tag("make_circles")]
-    | Annotated[MakeBlobs, Tag("make_blobs")]
-    | Annotated[Shipped, Tag("shipped")]
-    | Annotated[Inline, Tag("inline")]
-    | Annotated[Uploaded, Tag("dataset_id")],
+    _Datasets,
     Discriminator(
         _dataset_tag,
         custom_error_type="unknown_dataset",
@@ -338,10 +336,7 @@ DatasetSpec = Annotated[
     ),
 ]
 
-DATASET_TAGS = frozenset(
-    {"make_classification", "make_regression", "make_moons", "make_circles", "make_blobs"}
-    | {"shipped", "inline", "dataset_id"}
-)
+DATASET_TAGS = frozenset({*GENERATORS.names, "shipped", "inline", "dataset_id"})
 
 
 def n_test_rows(n_samples: int, test_size: float) -> int:

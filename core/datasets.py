@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.dataset_spec import Inline, Shipped, Uploaded, n_fit_rows
+from core.dataset_spec import GENERATORS, Inline, Shipped, Uploaded, n_fit_rows
 from core.losses import LOSSES
 from core.models import Dataset
 from core.spec import JobSpec
@@ -42,7 +42,6 @@ def as_float32(x: NDArray) -> NDArray:
 
 
 # The generators a spec may name; their parameters are validated in the spec.
-GENERATORS = ("make_classification", "make_regression", "make_moons", "make_circles", "make_blobs")
 
 
 def _generator(name: str) -> Callable[..., tuple[NDArray, NDArray]]:

@@ -25,7 +25,7 @@ from core.dataset_spec import (
 from core.layers import LAYERS, Dense, LayerField, LayerSpec
 from core.losses import LOSSES, LossName
 from core.optimizers import OPTIMIZERS, OptimizerField
-from core.schema import Strict
+from core.schema import Strict, Text
 
 DatasetLookup = Callable[[str], UploadedInfo | None]
 
@@ -76,6 +76,13 @@ class LayerSummary:
         }
 
 
+@dataclass(frozen=True)
+class ParamCounts:
+    total: int
+    trainable: int
+    non_trainable: int
+
+
 def summarize_layers(layers: Sequence[LayerSpec], n_features: int) -> list[LayerSummary]:
     """Per-layer output shape and parameter count, counted and named as Keras does."""
     seen: dict[str, int] = {}
@@ -96,7 +103,7 @@ def summarize_layers(layers: Sequence[LayerSpec], n_features: int) -> list[Layer
 
 
 class JobSpec(Strict):
-    name: str | None = Field(None, max_length=200)
+    name: Text | None = Field(None, max_length=200)
     engine: Literal["numpy", "keras"] = "numpy"
     dataset: DatasetSpec
     split: Split = Split()
@@ -121,6 +128,13 @@ class JobSpec(Strict):
 
     def summary(self) -> list[LayerSummary]:
         return summarize_layers(self.layers, self.data_shape().n_features)
+
+    def param_counts(self) -> ParamCounts:
+        """The network's parameters: all, trained, and not trained (batch-norm statistics)."""
+        summary = self.summary()
+        total = sum(s.params for s in summary)
+        trainable = sum(s.trainable_params for s in summary)
+        return ParamCounts(total, trainable, total - trainable)
 
     @model_validator(mode="after")
     def _consistent(self) -> JobSpec:

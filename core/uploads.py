@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.dataset_spec import MAX_CLASSES, MAX_FEATURES, UploadedInfo
 from core.models import Dataset
+from core.queries import find
 from core.spec import DatasetLookup
 
 MAX_PROBLEMS = 10  # a broken file reports this many problems, not one per row
@@ -203,15 +203,13 @@ def info_lookup(session: Session, tenant_id: str) -> DatasetLookup:
     """A function from dataset id to what a job spec needs to know of it (None: not found)."""
 
     def lookup(dataset_id: str) -> UploadedInfo | None:
-        row = session.execute(
-            select(Dataset.rows, Dataset.columns, Dataset.label_kind, Dataset.label_counts).where(
-                Dataset.id == dataset_id, Dataset.tenant_id == tenant_id
-            )
-        ).first()
+        row = find(session, Dataset, dataset_id, tenant_id, columns=INFO_COLUMNS)
         if row is None:
             return None
-        rows, columns, kind, counts = row
-        n_labels = len(counts) if counts is not None else None
-        return UploadedInfo(rows, len(columns) - 1, kind, n_labels)
+        n_labels = len(row.label_counts) if row.label_counts is not None else None
+        return UploadedInfo(row.rows, len(row.columns) - 1, row.label_kind, n_labels)
 
     return lookup
+
+
+INFO_COLUMNS = (Dataset.rows, Dataset.columns, Dataset.label_kind, Dataset.label_counts)

@@ -41,7 +41,10 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None) 
     app.teardown_appcontext(close_session)
     register_error_handlers(app)
     app.extensions["trainsvc.metrics"] = make_registry(
-        app.extensions["trainsvc.db"], settings.effective_broker_url, settings.queue_name
+        app.extensions["trainsvc.db"],
+        settings.effective_broker_url,
+        settings.queue_name,
+        multiprocess=bool(settings.prometheus_multiproc_dir),
     )
     app.after_request(metrics.count_request)
     ui_auth.configure(app, settings.secret_key, secure=settings.cookie_secure)

@@ -155,17 +155,15 @@ class DryRun(Out):
     @classmethod
     def from_spec(cls, spec: JobSpec) -> DryRun:
         """The model a valid spec describes: each layer's output shape and parameters."""
-        summary = spec.summary()
-        total = sum(s.params for s in summary)
-        trainable = sum(s.trainable_params for s in summary)
+        counts = spec.param_counts()
         return cls(
             valid=True,
             task=spec.task,
             input_shape=[None, spec.data_shape().n_features],
-            layers=[LayerOut.model_validate(s.as_dict()) for s in summary],
-            total_params=total,
-            trainable_params=trainable,
-            non_trainable_params=total - trainable,
+            layers=[LayerOut.model_validate(s.as_dict()) for s in spec.summary()],
+            total_params=counts.total,
+            trainable_params=counts.trainable,
+            non_trainable_params=counts.non_trainable,
         )
 
 

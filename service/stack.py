@@ -53,24 +53,8 @@ def choose_broker(settings: Settings, procs: list[subprocess.Popen[bytes]]) -> s
         port = parsed.port or 6379
         if parsed.hostname not in ("localhost", "127.0.0.1", None):
             port = free_port()
-        procs.append(
-            subprocess.Popen(
-                [
-                    server,
-                    "--port",
-                    str(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(settings.var_dir.resolve()),
-                ],
-                stdout=subprocess.DEVNULL,
-            )
-        )
+        command = redis_command(server, port, settings.var_dir.resolve())
+        procs.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
         url = f"redis://127.0.0.1:{port}/0"
         for _ in range(50):
             if redis_answers(url):
@@ -83,6 +67,38 @@ def choose_broker(settings: Settings, procs: list[subprocess.Popen[bytes]]) -> s
         "broker: embedded filesystem broker in %s (single machine only; no Redis found)", folder
     )
     return f"filesystem://{folder}"
+
+
+def redis_command(server: str, port: int, folder: Path) -> list[str]:
+    """A throw-away local redis-server on 127.0.0.1:`port` (nothing saved to disk)."""
+    options = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder)]
+    return [server, "--port", str(port), *options]
+
+
+def api_command(host: str, port: int | str, *options: str) -> list[str]:
+    """Gunicorn with the shipped configuration, serving the API on `host`:`port`."""
+    config = ["--config", "python:service.gunicorn_conf", "--bind", f"{host}:{port}"]
+    return [sys.executable, "-m", "gunicorn", *config, *options, "service.app:create_app()"]
+
+
+def worker_command(queue: str, concurrency: int) -> list[str]:
+    """The command that runs a Celery worker on `queue` with `concurrency` pool processes."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.main",
+        "worker",
+        "--loglevel",
+        "INFO",
+        "--concurrency",
+        str(concurrency),
+        "--queues",
+        queue,
+        "--without-gossip",
+        "--without-mingle",
+    ]
 
 
 def shared_secret(var_dir: Path) -> str:
@@ -132,41 +148,15 @@ def main() -> int:
             # Where the API's gunicorn workers share their metrics (emptied when gunicorn starts).
             PROMETHEUS_MULTIPROC_DIR=str((settings.var_dir / "prometheus").resolve()),
         )
-        python = sys.executable
         procs.append(
             subprocess.Popen(
-                [
-                    python,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "worker.main",
-                    "worker",
-                    "--loglevel",
-                    "INFO",
-                    "--concurrency",
-                    str(settings.worker_concurrency),
-                    "--queues",
-                    settings.queue_name,
-                    "--without-gossip",
-                    "--without-mingle",
-                ],
-                env=env,
+                worker_command(settings.queue_name, settings.worker_concurrency), env=env
             )
         )
         host, port = settings.host, settings.port
         procs.append(
             subprocess.Popen(
-                [
-                    python,
-                    "-m",
-                    "gunicorn",
-                    "--config",
-                    "python:service.gunicorn_conf",
-                    "--bind",
-                    f"{host}:{port}",
-                    "service.app:create_app()",
-                ],
+                api_command(host, port),
                 env=env,
             )
         )

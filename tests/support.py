@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import sqlalchemy as sa
 from flask.testing import FlaskClient
 
 from core.db import normalize_url
-from service.stack import redis_answers
+from service.stack import redis_answers, redis_command, worker_command
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_SPEC: dict[str, Any] = json.loads((ROOT / "examples" / "seed_job.json").read_text())
@@ -113,23 +112,7 @@ class WorkerProcess(LoggedProcess):
     name = "worker"
 
     def __init__(self, env: dict[str, str], log_path: Path, concurrency: int = 1) -> None:
-        argv = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.main",
-            "worker",
-            "--loglevel",
-            "INFO",
-            "--concurrency",
-            str(concurrency),
-            "--queues",
-            env["QUEUE_NAME"],
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ]
+        argv = [*worker_command(env["QUEUE_NAME"], concurrency), "--without-heartbeat"]
         super().__init__(argv, env, log_path)
 
     def wait_ready(self, timeout: float = 60) -> None:
@@ -206,22 +189,8 @@ class RedisServer:
         self.start()
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
+        command = redis_command(self.binary, self.port, self.workdir)
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:
             try:

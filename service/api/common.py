@@ -67,3 +67,13 @@ def page_limit(default: int = 20, most: int = 100) -> int:
             details=[{"field": "limit", "message": raw}],
         )
     return int(raw)
+
+
+def paging() -> dict[str, Any]:
+    """The keyword arguments every listing takes: the session, tenant, `limit` and `cursor`."""
+    return {
+        "session": session(),
+        "tenant_id": tenant(),
+        "limit": page_limit(),
+        "cursor": request.args.get("cursor") or None,
+    }

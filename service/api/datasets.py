@@ -7,7 +7,7 @@ from flask.typing import ResponseReturnValue
 
 from core.settings import Settings
 from service import datasets
-from service.api.common import page_limit, session, tenant
+from service.api.common import paging, session, tenant
 from service.errors import ApiError
 from service.schemas import DatasetList, DatasetOut
 
@@ -68,12 +68,7 @@ def upload() -> ResponseReturnValue:
 
 @bp.get("")
 def index() -> ResponseReturnValue:
-    items, next_cursor = datasets.list_datasets(
-        session=session(),
-        tenant_id=tenant(),
-        limit=page_limit(),
-        cursor=request.args.get("cursor") or None,
-    )
+    items, next_cursor = datasets.list_datasets(**paging())
     listed = DatasetList(items=[DatasetOut.from_row(d) for d in items], next_cursor=next_cursor)
     return jsonify(listed.dump())
 

@@ -9,7 +9,7 @@ from core.models import Job
 from core.spec import SpecError, parse_spec
 from core.uploads import info_lookup
 from service import events, jobs, plots
-from service.api.common import db, flag, json_body, page_limit, session, tenant
+from service.api.common import db, flag, json_body, paging, session, tenant
 from service.errors import ApiError
 from service.schemas import DryRun, JobList, JobOut, Metrics
 
@@ -50,13 +50,7 @@ def submit() -> ResponseReturnValue:
 
 @bp.get("")
 def index() -> ResponseReturnValue:
-    items, next_cursor = jobs.list_jobs(
-        session=session(),
-        tenant_id=tenant(),
-        status=request.args.get("status") or None,
-        limit=page_limit(),
-        cursor=request.args.get("cursor") or None,
-    )
+    items, next_cursor = jobs.list_jobs(status=request.args.get("status") or None, **paging())
     return jsonify(
         JobList(items=[JobOut.from_row(j) for j in items], next_cursor=next_cursor).dump()
     )

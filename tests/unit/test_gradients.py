@@ -168,16 +168,18 @@ def test_whole_network_gradients(loss_name: str) -> None:
     """Every parameter of a dense / batch-norm / dropout stack, end to end through the loss."""
     activation, width = OUTPUTS[loss_name]
     specs = [
-        DenseSpec(type="dense", units=5, activation="tanh"),
+        DenseSpec.model_validate({"type": "dense", "units": 5, "activation": "tanh"}),
         BatchNormSpec(type="batch_norm"),
         DropoutSpec(type="dropout", rate=0.3),
-        DenseSpec(
-            type="dense",
-            units=4,
-            activation="sigmoid",
-            kernel_initializer="he_normal",
+        DenseSpec.model_validate(
+            {
+                "type": "dense",
+                "units": 4,
+                "activation": "sigmoid",
+                "kernel_initializer": "he_normal",
+            }
         ),
-        DenseSpec(type="dense", units=width, activation=activation),
+        DenseSpec.model_validate({"type": "dense", "units": width, "activation": activation}),
     ]
     rng = np.random.default_rng(8)
     net = Network.from_spec(specs, 3, loss_name, rng, dtype=np.float64)

@@ -126,6 +126,7 @@ BAD_SPECS: list[tuple[str, Edit, str, str]] = [
         "optimizer.learning_rate",
         "finite",
     ),
+    ("NUL in the name", set_path("name", "a\x00b"), "name", "NUL"),
     ("unknown top-level field", set_path("callbacks", []), "callbacks", "not permitted"),
     (
         "softmax in a hidden layer",

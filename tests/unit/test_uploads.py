@@ -15,12 +15,8 @@ def header_error(header: str, label: str = "y") -> list[dict[str, str]]:
 
 def test_too_many_columns_is_the_one_problem_reported() -> None:
     details = header_error(",".join(["a"] * 60_000))  # all repeated too: not counted
-    assert details == [
-        {
-            "field": "line 1",
-            "message": "the header has 60,000 columns; at most 10,000 feature columns and the label",
-        }
-    ]
+    message = "the header has 60,000 columns; at most 10,000 feature columns and the label"
+    assert details == [{"field": "line 1", "message": message}]
 
 
 def test_repeated_names_are_listed_once_each_and_the_list_is_cut() -> None:

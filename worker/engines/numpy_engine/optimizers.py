@@ -8,20 +8,21 @@ in-place update. `OPTIMIZERS` keys them by the names `core.optimizers` declares.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from core import optimizers as core
 from core.optimizers import OptimizerSpec
 from core.registry import Registry
 
 
 class Optimizer:
-    def __init__(self, params: NDArray, grads: NDArray, learning_rate: float) -> None:
+    def __init__(self, params: NDArray, grads: NDArray, spec: Any) -> None:
         self.params, self.grads = params, grads
-        self.learning_rate = learning_rate
+        self.spec = spec  # its hyper-parameters, as core.optimizers declares them
+        self.learning_rate: float = spec.learning_rate
         self.iterations = 0
 
     def step(self) -> None:
@@ -34,13 +35,10 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    def __init__(
-        self, params: NDArray, grads: NDArray, learning_rate: float, momentum: float, nesterov: bool
-    ) -> None:
-        super().__init__(params, grads, learning_rate)
-        self.momentum = momentum
-        self.nesterov = nesterov
-        self.m = np.zeros_like(params) if momentum else None
+    def __init__(self, params: NDArray, grads: NDArray, spec: core.SGD) -> None:
+        super().__init__(params, grads, spec)
+        self.momentum, self.nesterov = spec.momentum, spec.nesterov
+        self.m = np.zeros_like(params) if spec.momentum else None
 
     def update(self, param: NDArray, grad: NDArray) -> None:
         lr = param.dtype.type(self.learning_rate)
@@ -57,12 +55,9 @@ class SGD(Optimizer):
 
 
 class RMSprop(Optimizer):
-    def __init__(
-        self, params: NDArray, grads: NDArray, learning_rate: float, rho: float, epsilon: float
-    ) -> None:
-        super().__init__(params, grads, learning_rate)
-        self.rho = rho
-        self.epsilon = epsilon
+    def __init__(self, params: NDArray, grads: NDArray, spec: core.RMSprop) -> None:
+        super().__init__(params, grads, spec)
+        self.rho, self.epsilon = spec.rho, spec.epsilon
         self.v = np.zeros_like(params)
 
     def update(self, param: NDArray, grad: NDArray) -> None:
@@ -74,19 +69,9 @@ class RMSprop(Optimizer):
 
 
 class Adam(Optimizer):
-    def __init__(
-        self,
-        params: NDArray,
-        grads: NDArray,
-        learning_rate: float,
-        beta_1: float,
-        beta_2: float,
-        epsilon: float,
-    ) -> None:
-        super().__init__(params, grads, learning_rate)
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
+    def __init__(self, params: NDArray, grads: NDArray, spec: core.Adam) -> None:
+        super().__init__(params, grads, spec)
+        self.beta_1, self.beta_2, self.epsilon = spec.beta_1, spec.beta_2, spec.epsilon
         self.m, self.v, self.tmp = (np.zeros_like(params) for _ in range(3))
 
     def update(self, param: NDArray, grad: NDArray) -> None:
@@ -110,16 +95,9 @@ class Adam(Optimizer):
         param -= tmp  # param -= alpha m / (sqrt(v) + epsilon)
 
 
-# build(params, grads, spec) -> the optimizer, bound to those buffers.
-Builder = Callable[[NDArray, NDArray, Any], Optimizer]
-
-OPTIMIZERS: Registry[Builder] = Registry(
-    "numpy engine optimizer",
-    {
-        "sgd": lambda p, g, s: SGD(p, g, s.learning_rate, s.momentum, s.nesterov),
-        "rmsprop": lambda p, g, s: RMSprop(p, g, s.learning_rate, s.rho, s.epsilon),
-        "adam": lambda p, g, s: Adam(p, g, s.learning_rate, s.beta_1, s.beta_2, s.epsilon),
-    },
+# Each optimizer class, built with (params, grads, spec), keyed by its core name.
+OPTIMIZERS: Registry[type[Optimizer]] = Registry(
+    "numpy engine optimizer", {"sgd": SGD, "rmsprop": RMSprop, "adam": Adam}
 )
 
 
