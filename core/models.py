@@ -1,4 +1,5 @@
-"""SQLAlchemy models: tenants, API keys, jobs, per-epoch metrics, trained models, datasets."""
+"""SQLAlchemy models: tenants, API keys, jobs, per-epoch metrics, trained models, datasets,
+workers."""
 
 from __future__ import annotations
 
@@ -73,6 +74,7 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_tenant_status", "tenant_id", "status"),
         Index("ix_jobs_status_heartbeat", "status", "heartbeat_at"),
+        Index("ix_jobs_status_tenant_id", "status", "tenant_id", "id"),
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idempotency"),
     )
 
@@ -101,6 +103,26 @@ class Job(Base):
     model_id: Mapped[str | None] = mapped_column(String(36))
     # Wall time from claim to the worker's end of the job (for /metrics); NULL if it never ran.
     train_seconds: Mapped[float | None] = mapped_column(Float)
+    # What the job costs (core.cost.Cost as a dict), computed when it was accepted.
+    cost: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class Worker(Base):
+    """A worker process (Celery node): its pool size and the training speed it measured.
+
+    Each worker refreshes its row on its timer; the dispatcher counts the slots of the workers
+    seen lately, and the cost estimate divides a job's FLOP by their measured speed.
+    """
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    concurrency: Mapped[int] = mapped_column(Integer)
+    # Measured training speed per engine, FLOP per second (a moving average over its jobs).
+    numpy_flops: Mapped[float | None] = mapped_column(Float)
+    keras_flops: Mapped[float | None] = mapped_column(Float)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class JobMetric(Base):

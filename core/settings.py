@@ -73,6 +73,11 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "WORKER_CONCURRENCY": ("worker_concurrency", int),
     "TF_NUM_THREADS": ("tf_num_threads", int),
     "PROMETHEUS_MULTIPROC_DIR": ("prometheus_multiproc_dir", str),
+    "MAX_JOB_FLOPS": ("max_job_flops", int),
+    "MAX_DATA_BYTES": ("max_data_bytes", int),
+    "TENANT_MAX_RUNNING": ("tenant_max_running", int),
+    "TENANT_MAX_QUEUED": ("tenant_max_queued", int),
+    "DISPATCH_INTERVAL_SECONDS": ("dispatch_interval_seconds", float),
 }
 
 
@@ -133,6 +138,16 @@ class Settings:
     worker_concurrency: int = 1
     # Threads TensorFlow may use per worker pool process (0: TensorFlow decides).
     tf_num_threads: int = 0
+    # Admission: a job needing more floating-point operations (6 x parameters x training rows x
+    # epochs) or more memory for its data than these is refused with 422 (0: no limit); so is
+    # one the workers' measured speed says would outlast JOB_SOFT_TIME_LIMIT.
+    max_job_flops: int = 100_000_000_000_000
+    max_data_bytes: int = 1024**3
+    # Quotas per tenant: jobs in flight (sent to a worker or running; 0: no cap), and jobs
+    # waiting (over it, 429). The dispatcher runs on every worker this often.
+    tenant_max_running: int = 8
+    tenant_max_queued: int = 1000
+    dispatch_interval_seconds: float = 1.0
     # A folder shared by the API's gunicorn workers so /metrics adds them up (empty: one process).
     prometheus_multiproc_dir: str = ""
 

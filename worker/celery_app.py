@@ -8,8 +8,11 @@ from typing import Any, ClassVar
 from celery import Celery, bootsteps
 
 from core.db import Database
+from core.dispatch import Quotas, dispatch_once, forget_worker, register_worker
 from core.messages import TRAIN_TASK, broker_options, celery_config
 from core.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class TrainingCelery(Celery):
@@ -17,6 +20,14 @@ class TrainingCelery(Celery):
 
     settings: Settings
     db: Database
+
+    @property
+    def quotas(self) -> Quotas:
+        return Quotas(self.settings.tenant_max_running, self.settings.stale_after_seconds)
+
+    def enqueue(self, job_id: str) -> None:
+        """Send a job's id to the training queue."""
+        self.send_task(TRAIN_TASK, args=[job_id], queue=self.settings.queue_name)
 
 
 def make_celery(settings: Settings) -> TrainingCelery:
@@ -39,37 +50,61 @@ def make_celery(settings: Settings) -> TrainingCelery:
     )
     app.settings = settings
     app.db = Database(settings.database_url)
-    app.steps["worker"].add(ReaperStep)
+    app.steps["worker"].add(HousekeepingStep)
     return app
 
 
-class ReaperStep(bootsteps.StartStopStep):
-    """Runs the reaper on the worker's own timer, in the main process: every worker is one."""
+class HousekeepingStep(bootsteps.StartStopStep):
+    """On the worker's own timer, in its main process (so every worker does it):
+    register this worker and dispatch queued jobs every DISPATCH_INTERVAL_SECONDS, and run the
+    reaper every REAP_INTERVAL_SECONDS."""
 
     requires: ClassVar[set[str]] = {"celery.worker.components:Timer"}
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
-        self.tref: Any = None
+        self.trefs: list[Any] = []
+        self.name = ""
 
     def start(self, worker: Any) -> None:
         app: TrainingCelery = worker.app
-        self.tref = worker.timer.call_repeatedly(
-            app.settings.reap_interval_seconds, self.reap, (app,), priority=10
-        )
+        self.name = worker.hostname
+        concurrency = int(worker.concurrency or 1)
+        settings = app.settings
+        self.trefs = [
+            worker.timer.call_repeatedly(
+                settings.dispatch_interval_seconds,
+                self.dispatch,
+                (app, self.name, concurrency),
+                priority=10,
+            ),
+            worker.timer.call_repeatedly(
+                settings.reap_interval_seconds, self.reap, (app,), priority=10
+            ),
+        ]
 
     def stop(self, worker: Any) -> None:
-        if self.tref is not None:
-            self.tref.cancel()
+        for tref in self.trefs:
+            tref.cancel()
+        if self.name:
+            try:
+                forget_worker(worker.app.db, self.name)
+            except Exception:
+                log.exception("could not unregister worker %s", self.name)
+
+    @staticmethod
+    def dispatch(app: TrainingCelery, name: str, concurrency: int) -> None:
+        try:
+            register_worker(app.db, name, concurrency)
+            dispatch_once(app.db, app.enqueue, app.quotas)
+        except Exception:
+            log.exception("dispatcher pass failed")
 
     @staticmethod
     def reap(app: TrainingCelery) -> None:
         from worker.reaper import reap_once
 
-        def enqueue(job_id: str) -> None:
-            app.send_task(TRAIN_TASK, args=[job_id], queue=app.settings.queue_name)
-
         try:
-            reap_once(app.db, enqueue, app.settings)
+            reap_once(app.db, app.enqueue, app.settings)
         except Exception:
-            logging.getLogger(__name__).exception("reaper pass failed")
+            log.exception("reaper pass failed")

@@ -10,19 +10,23 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 from sqlalchemy import delete, insert, select, update
 
 from core.artifact import FORMAT_VERSION, Artifact
+from core.cost import job_cost
 from core.datasets import PreparedData, prepare, uploaded_arrays
 from core.db import Database, rowcount
+from core.dispatch import record_speed
 from core.models import Job, JobMetric, Model, new_id, utcnow
 from core.registry import Registry
 from core.spec import JobSpec, SpecError, parse_spec
 from core.uploads import info_lookup
 from worker.engines.base import (
+    Check,
     Diverged,
     EngineResult,
     EpochCallback,
@@ -32,19 +36,25 @@ from worker.engines.base import (
 
 log = logging.getLogger(__name__)
 
-Engine = Callable[[JobSpec, PreparedData, EpochCallback], EngineResult]
+MIN_MEASURED_SECONDS = 0.2
+
+Engine = Callable[[JobSpec, PreparedData, EpochCallback, Check], EngineResult]
 
 
-def _numpy_engine(spec: JobSpec, data: PreparedData, cb: EpochCallback) -> EngineResult:
+def _numpy_engine(
+    spec: JobSpec, data: PreparedData, cb: EpochCallback, check: Check
+) -> EngineResult:
     from worker.engines.numpy_engine.training import train
 
-    return train(spec, data, cb)
+    return train(spec, data, cb, check)
 
 
-def _keras_engine(spec: JobSpec, data: PreparedData, cb: EpochCallback) -> EngineResult:
+def _keras_engine(
+    spec: JobSpec, data: PreparedData, cb: EpochCallback, check: Check
+) -> EngineResult:
     from worker.engines.keras_engine import train  # imports TensorFlow: only inside the task
 
-    return train(spec, data, cb)
+    return train(spec, data, cb, check)
 
 
 ENGINES: Registry[Engine] = Registry("engine", {"numpy": _numpy_engine, "keras": _keras_engine})
@@ -92,24 +102,44 @@ def _ours(job_id: str, attempt: int) -> Any:
 
 
 class Heartbeat:
-    """Refreshes the job's heartbeat from a background thread while it trains."""
+    """While the job trains, a background thread refreshes its heartbeat every `interval`
+    seconds and looks for a cancellation request every `cancel_poll` seconds.
 
-    def __init__(self, db: Database, job_id: str, attempt: int, interval: float) -> None:
+    `check()`, which the engines call between batches, raises JobCancelled once one was seen:
+    a cancel is honoured within about a second however long an epoch takes.
+    """
+
+    def __init__(
+        self, db: Database, job_id: str, attempt: int, interval: float, cancel_poll: float = 1.0
+    ) -> None:
         self.db, self.job_id, self.attempt, self.interval = db, job_id, attempt, interval
+        self.cancel_poll = min(cancel_poll, interval)
+        self.cancelled = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        last_beat = time.monotonic()
+        while not self._stop.wait(self.cancel_poll):
             try:
+                if time.monotonic() - last_beat >= self.interval:
+                    last_beat = time.monotonic()
+                    with self.db.begin() as session:
+                        session.execute(
+                            update(Job)
+                            .where(*_ours(self.job_id, self.attempt))
+                            .values(heartbeat_at=utcnow())
+                        )
                 with self.db.begin() as session:
-                    session.execute(
-                        update(Job)
-                        .where(*_ours(self.job_id, self.attempt))
-                        .values(heartbeat_at=utcnow())
-                    )
+                    if session.scalar(select(Job.cancel_requested).where(Job.id == self.job_id)):
+                        self.cancelled.set()
             except Exception:
                 log.exception("job %s: heartbeat failed", self.job_id)
+
+    def check(self) -> None:
+        """Raise JobCancelled if the job's owner asked it to stop."""
+        if self.cancelled.is_set():
+            raise JobCancelled("cancelled on request during an epoch")
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
@@ -217,16 +247,13 @@ def build_artifact(spec: JobSpec, data: PreparedData, result: EngineResult) -> A
 
 
 def model_metadata(spec: JobSpec, artifact: Artifact, metrics: dict[str, float]) -> dict[str, Any]:
-    summary = spec.summary()
-    total = sum(s.params for s in summary)
-    trainable = sum(s.trainable_params for s in summary)
     return {
         "n_features": artifact.meta["n_features"],
         "classes": artifact.meta["classes"],
         "n_targets": artifact.meta["n_targets"],
         "loss": spec.loss,
-        "layers": [s.as_dict() for s in summary],
-        "params": {"total": total, "trainable": trainable, "non_trainable": total - trainable},
+        "layers": [s.as_dict() for s in spec.summary()],
+        "params": asdict(spec.param_counts()),
         "metrics": metrics,
     }
 
@@ -330,8 +357,12 @@ def run_job(
     flush_seconds: float = 0.5,
     heartbeat_seconds: float = 5.0,
     timeout_errors: tuple[type[BaseException], ...] = (),
+    worker_name: str | None = None,
 ) -> str | None:
-    """Train one job to a terminal state; None if it was not ours to run (not queued)."""
+    """Train one job to a terminal state; None if it was not ours to run (not queued).
+
+    `worker_name` (the Celery node) records the training speed this job measured.
+    """
     job = claim(db, job_id)
     if job is None:
         log.info("job %s is not queued any more; nothing to do", job_id)
@@ -345,21 +376,25 @@ def run_job(
         finish(db, job_id, attempt, status, code, message, started=started)
         return status
 
-    with Heartbeat(db, job_id, attempt, heartbeat_seconds):
+    with Heartbeat(db, job_id, attempt, heartbeat_seconds) as heartbeat:
         try:
             with db.session() as session:
                 spec = parse_spec(job.spec, info_lookup(session, job.tenant_id))
                 uploaded = uploaded_arrays(session, job.tenant_id, spec)
             recorder = EpochRecorder(db, job_id, attempt, spec.epochs, flush_seconds)
             data = prepare(spec, uploaded)
-            result = ENGINES.get(spec.engine)(spec, data, recorder)
+            result = ENGINES.get(spec.engine)(spec, data, recorder, heartbeat.check)
             if recorder.pending:
                 recorder.flush()
-            return finish_succeeded(db, job, spec, data, result, started=started)
+            status = finish_succeeded(db, job, spec, data, result, started=started)
+            if worker_name is not None:
+                _record_speed(db, worker_name, spec, result)
+            return status
         except Superseded:
             log.warning("job %s: attempt %d was superseded; stopping quietly", job_id, attempt)
             return None
         except JobCancelled as exc:
+            _save_pending(recorder)  # the epochs finished before a cancel seen mid-epoch
             return end("cancelled", "cancelled", str(exc))
         except SpecError as exc:
             # Accepted once, but its dataset has gone since (or the rules changed).
@@ -374,6 +409,18 @@ def run_job(
         except Exception as exc:
             log.exception("job %s failed", job_id)
             return end("failed", "internal_error", f"{type(exc).__name__}: {exc}")
+
+
+def _record_speed(db: Database, worker_name: str, spec: JobSpec, result: EngineResult) -> None:
+    """Fold the FLOP/s this job trained at into the worker's measured speed (cost estimates)."""
+    seconds = sum(record.seconds for record in result.history)
+    if seconds < MIN_MEASURED_SECONDS:
+        return  # too short to say anything but the overhead
+    per_epoch = job_cost(spec).flops_per_epoch
+    try:
+        record_speed(db, worker_name, spec.engine, per_epoch * len(result.history) / seconds)
+    except Exception:
+        log.exception("job: could not record the worker's speed")
 
 
 def _save_pending(recorder: EpochRecorder | None) -> None:

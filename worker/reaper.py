@@ -3,8 +3,9 @@
 The database is the source of truth. A running job whose heartbeat stopped has lost its worker
 (killed, out of memory, machine gone): it is queued again, or failed once it has used up its
 attempts. A queued job whose message was sent long ago may have lost it (a broker restart):
-its id is sent again. Duplicate messages are harmless, since only one worker can claim a
-queued job. Every change is a conditional UPDATE, so several reapers may run at once.
+its id is sent again. Queued jobs never sent are the dispatcher's (core/dispatch.py).
+Duplicate messages are harmless, since only one worker can claim a queued job. Every change is
+a conditional UPDATE, so several reapers may run at once.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 
 from core.db import Database, rowcount
 from core.models import Job, utcnow
@@ -95,15 +96,12 @@ def reap_once(db: Database, enqueue: Callable[[str], None], settings: Settings) 
     with db.begin() as session:
         waiting = session.execute(
             select(Job.id, Job.enqueued_at)
-            .where(
-                Job.status == "queued",
-                or_(Job.enqueued_at.is_(None), Job.enqueued_at < resend_before),
-            )
+            .where(Job.status == "queued", Job.enqueued_at < resend_before)
             .order_by(Job.id)
             .limit(500)
         ).all()
     for job_id, enqueued in waiting:
-        fence_sent = Job.enqueued_at.is_(None) if enqueued is None else Job.enqueued_at == enqueued
+        fence_sent = Job.enqueued_at == enqueued
         with db.begin() as session:
             changed = rowcount(
                 session.execute(
@@ -116,7 +114,7 @@ def reap_once(db: Database, enqueue: Callable[[str], None], settings: Settings) 
             continue
         if _send(enqueue, job_id):
             report.resent.append(job_id)
-        else:  # not sent after all: let the next pass try again at once
+        else:  # not sent after all: back to the dispatcher, which sends it once the broker is up
             with db.begin() as session:
                 session.execute(
                     update(Job)

@@ -33,6 +33,12 @@ class EpochRecord:
 
 # Called after each epoch; may raise (a cancelled job) to stop training.
 EpochCallback = Callable[[EpochRecord], None]
+# Called between batches; raises (a cancelled job) to stop training within the epoch.
+Check = Callable[[], None]
+
+
+def no_check() -> None:
+    """A Check that never stops training."""
 
 
 @dataclass

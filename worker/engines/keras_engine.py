@@ -33,7 +33,14 @@ from core.layers import LayerSpec
 from core.optimizers import OptimizerSpec
 from core.registry import Registry
 from core.spec import JobSpec
-from worker.engines.base import Diverged, EngineResult, EpochCallback, EpochRecord
+from worker.engines.base import (
+    Check,
+    Diverged,
+    EngineResult,
+    EpochCallback,
+    EpochRecord,
+    no_check,
+)
 from worker.engines.stopping import StopPolicy
 
 # Activations Keras knows by the same name and takes without parameters.
@@ -182,7 +189,7 @@ def _float_or_none(value: Any) -> float | None:
 
 
 def fit_model(
-    spec: JobSpec, data: PreparedData, on_epoch_end: EpochCallback
+    spec: JobSpec, data: PreparedData, on_epoch_end: EpochCallback, check: Check = no_check
 ) -> tuple[Any, list[EpochRecord], StopPolicy]:
     """Train a Keras model for `spec`; returns it (best weights restored if asked) and history."""
     keras = _keras()
@@ -198,7 +205,16 @@ def fit_model(
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
             state["started"] = time.perf_counter()
 
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            try:
+                check()
+            except Exception as exc:  # a cancellation: stop after this batch
+                state["error"] = exc
+                self.model.stop_training = True
+
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            if state["error"] is not None:
+                return  # stopped within the epoch: it is not recorded
             logs = logs or {}
             record = EpochRecord(
                 epoch=epoch + 1,
@@ -243,11 +259,13 @@ def fit_model(
     return model, history, policy
 
 
-def train(spec: JobSpec, data: PreparedData, on_epoch_end: EpochCallback) -> EngineResult:
+def train(
+    spec: JobSpec, data: PreparedData, on_epoch_end: EpochCallback, check: Check = no_check
+) -> EngineResult:
     """Train `spec` with Keras and export the portable artifact's arrays."""
     keras = _keras()
     try:
-        model, history, policy = fit_model(spec, data, on_epoch_end)
+        model, history, policy = fit_model(spec, data, on_epoch_end, check)
         scores = model.evaluate(data.X_test, data.T_test, verbose=0, return_dict=True)
         return EngineResult(
             layers=describe_layers(spec.layers),

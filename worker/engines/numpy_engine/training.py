@@ -10,18 +10,32 @@ from numpy.typing import NDArray
 from core.artifact import describe_layers
 from core.datasets import PreparedData
 from core.spec import JobSpec
-from worker.engines.base import EngineResult, EpochCallback, EpochRecord, check_finite
+from worker.engines.base import (
+    Check,
+    EngineResult,
+    EpochCallback,
+    EpochRecord,
+    check_finite,
+    no_check,
+)
 from worker.engines.numpy_engine.network import Network
 from worker.engines.numpy_engine.optimizers import Optimizer, make_optimizer
 from worker.engines.stopping import StopPolicy
 
 
 def _epoch(
-    net: Network, optimizer: Optimizer, x: NDArray, t: NDArray, order: NDArray, batch_size: int
+    net: Network,
+    optimizer: Optimizer,
+    x: NDArray,
+    t: NDArray,
+    order: NDArray,
+    batch_size: int,
+    check: Check,
 ) -> tuple[float, float]:
     """One pass over the data in `order`; returns the summed batch losses and accuracies."""
     loss_sum, acc_sum = 0.0, 0.0
     for start in range(0, len(order), batch_size):
+        check()
         idx = order[start : start + batch_size]
         loss, acc = net.train_step(x[idx], t[idx])
         optimizer.step()
@@ -40,6 +54,7 @@ def fit(
     rng: np.random.Generator,
     on_epoch_end: EpochCallback,
     policy: StopPolicy | None = None,
+    check: Check = no_check,
 ) -> list[EpochRecord]:
     """Mini-batch training with Keras's reporting: the epoch loss is the mean over its batches.
 
@@ -54,7 +69,7 @@ def fit(
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked below
-            loss_sum, acc_sum = _epoch(net, optimizer, x, t, rng.permutation(n), batch_size)
+            loss_sum, acc_sum = _epoch(net, optimizer, x, t, rng.permutation(n), batch_size, check)
         record = EpochRecord(
             epoch=epoch,
             loss=loss_sum / n,
@@ -79,7 +94,9 @@ def fit(
     return history
 
 
-def train(spec: JobSpec, data: PreparedData, on_epoch_end: EpochCallback) -> EngineResult:
+def train(
+    spec: JobSpec, data: PreparedData, on_epoch_end: EpochCallback, check: Check = no_check
+) -> EngineResult:
     """Train `spec` on `data` with the NumPy engine; deterministic for a given seed."""
     rng = np.random.default_rng(spec.seed)
     net = Network.from_spec(spec.layers, data.n_features, spec.loss, rng)
@@ -94,6 +111,7 @@ def train(spec: JobSpec, data: PreparedData, on_epoch_end: EpochCallback) -> Eng
         rng=rng,
         on_epoch_end=on_epoch_end,
         policy=policy,
+        check=check,
     )
     test_loss, test_accuracy = net.evaluate(data.X_test, data.T_test)
     return EngineResult(
