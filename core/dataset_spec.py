@@ -18,7 +18,7 @@ from pydantic import (
 )
 
 from core.registry import Registry
-from core.schema import Strict, Text
+from core.schema import Id, Strict
 
 MAX_SAMPLES = 1_000_000
 MAX_FEATURES = 10_000
@@ -258,7 +258,7 @@ DATASETS_CONTEXT = "datasets"
 
 
 class Uploaded(Strict):
-    dataset_id: Text = Field(min_length=1, max_length=36)
+    dataset_id: Id
     _info: UploadedInfo | None = PrivateAttr(None)
 
     @model_validator(mode="after")

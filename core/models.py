@@ -1,5 +1,5 @@
-"""SQLAlchemy models: tenants, API keys, jobs, per-epoch metrics, trained models, datasets,
-workers."""
+"""SQLAlchemy models: tenants, API keys, dashboard sessions, jobs, per-epoch metrics, trained
+models, datasets, workers."""
 
 from __future__ import annotations
 
@@ -67,6 +67,21 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(8))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class UiSession(Base):
+    """A dashboard sign-in: its cookie carries a random id, and only this row makes it valid, so
+    signing out (deleting the row) ends it on the server; it also ends at `expires_at`."""
+
+    __tablename__ = "ui_sessions"
+
+    # SHA-256 of the id in the cookie: a leaked table opens no session.
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    # SHA-256 of the API key signed in with: revoking the key ends the session too.
+    key_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class Job(Base):

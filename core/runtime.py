@@ -11,6 +11,14 @@ from core.artifact import Artifact
 from core.layers import Op
 
 
+class NotFinite(ValueError):
+    """Rows whose outputs are not finite numbers (inputs beyond what the model computes with)."""
+
+    def __init__(self, rows: list[int]) -> None:
+        super().__init__(f"the outputs of {len(rows)} rows are not finite")
+        self.rows = rows
+
+
 class Predictor:
     """A loaded model: `outputs` gives the network's raw outputs, `predict` the API's answer."""
 
@@ -49,7 +57,11 @@ class Predictor:
         return x
 
     def predict(self, X: NDArray) -> dict[str, Any]:
+        """Predictions (and class probabilities); `NotFinite` naming any row that overflowed."""
         out = self.outputs(X)
+        finite = np.isfinite(out).all(axis=1)
+        if not finite.all():
+            raise NotFinite(np.flatnonzero(~finite).tolist())
         if self.task == "regression":
             values = out[:, 0] if self.n_targets == 1 else out
             return {"predictions": values.astype(np.float64).tolist()}

@@ -1,11 +1,12 @@
 """The base of every validating model: unknown fields refused, strict JSON types, no NaN or
-Infinity, immutable."""
+Infinity, immutable. And the text types the database can take: no NUL, no longer than a column."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 
 class Strict(BaseModel):
@@ -15,10 +16,14 @@ class Strict(BaseModel):
 
 def _no_nul(value: str) -> str:
     if "\x00" in value:
-        raise ValueError("must not contain a NUL character")
+        raise PydanticCustomError("nul_character", "must not contain a NUL character")
     return value
 
 
 # Text the database stores or looks up: PostgreSQL refuses NUL in text, so it is refused here, on
-# every database alike.
-Text = Annotated[str, AfterValidator(_no_nul)]
+# every database alike. A length limit goes before it: Annotated[str, Field(...), NO_NUL].
+NO_NUL = AfterValidator(_no_nul)
+Text = Annotated[str, NO_NUL]
+# A row's id (jobs, models, datasets: String(36) columns, a UUID): a longer string names nothing.
+ID_LENGTH = 36
+Id = Annotated[str, Field(min_length=1, max_length=ID_LENGTH), NO_NUL]

@@ -59,6 +59,8 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "REAP_INTERVAL_SECONDS": ("reap_interval_seconds", float),
     "MAX_ATTEMPTS": ("max_attempts", int),
     "RATE_LIMIT_PER_MINUTE": ("rate_limit_per_minute", int),
+    "AUTH_FAILURES_PER_MINUTE": ("auth_failures_per_minute", int),
+    "TRUSTED_PROXIES": ("trusted_proxies", int),
     "MAX_DATASET_BYTES": ("max_dataset_bytes", int),
     "MAX_DATASET_ROWS": ("max_dataset_rows", int),
     "SECRET_KEY": ("secret_key", str),
@@ -116,6 +118,14 @@ class Settings:
     max_attempts: int = 3
     # Requests per minute per API key (0: no limit); over it, 429 with Retry-After.
     rate_limit_per_minute: int = 3000
+    # Failed authentications (a wrong API key, a failed dashboard sign-in) per minute per client
+    # address (0: no limit); past it, that address is answered 429 with Retry-After, whatever key
+    # it sends, until the minute ends.
+    auth_failures_per_minute: int = 20
+    # How many proxies in front of the API set X-Forwarded-For and X-Forwarded-Proto (0: none,
+    # the client address is the connection's). Set it only when such proxies are there: the
+    # headers are trusted from that many hops, and any client can send them.
+    trusted_proxies: int = 0
     # An uploaded CSV may be at most this large and this long.
     max_dataset_bytes: int = 16 * 1024 * 1024
     max_dataset_rows: int = 200_000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from core.db import Database
 from core.settings import Settings
@@ -11,8 +12,9 @@ from service.api import datasets, docs, health, jobs, metrics, models
 from service.api.common import close_session
 from service.auth import KeyCache
 from service.errors import register_error_handlers
-from service.jsonutil import FiniteJSONProvider
+from service.jsonutil import FiniteJSONProvider, JSONRequest
 from service.monitoring import make_registry
+from service.params import check_request
 from service.plots import PlotCache
 from service.predictions import ModelCache
 from service.queue import CeleryQueue, JobQueue
@@ -23,8 +25,14 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None) 
     """Build the API. Settings default to the environment; nothing connects until a request."""
     settings = settings or Settings.from_env()
     app = Flask(__name__)
+    app.request_class = JSONRequest
     app.json_provider_class = FiniteJSONProvider
     app.json = FiniteJSONProvider(app)
+    if settings.trusted_proxies:
+        # The client address (and scheme) from X-Forwarded-For/-Proto, as set by that many
+        # proxies in front; never trusted otherwise, since any client can send those headers.
+        hops = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_content_length,
         MAX_PREDICT_ROWS=settings.max_predict_rows,
@@ -38,6 +46,10 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None) 
     app.extensions["trainsvc.ratelimit"] = make_rate_limiter(
         settings.effective_broker_url, settings.rate_limit_per_minute
     )
+    app.extensions["trainsvc.auth_failures"] = make_rate_limiter(
+        settings.effective_broker_url, settings.auth_failures_per_minute
+    )
+    app.before_request(check_request)  # path ids and stored headers, before any view
     app.teardown_appcontext(close_session)
     register_error_handlers(app)
     app.extensions["trainsvc.metrics"] = make_registry(

@@ -1,4 +1,5 @@
-"""API keys: stored as SHA-256 hashes, looked up by hash, compared in constant time."""
+"""API keys: stored as SHA-256 hashes, looked up by hash, compared in constant time; failed
+authentications counted per client address, and refused with 429 past AUTH_FAILURES_PER_MINUTE."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from core.models import ApiKey, Tenant
 from service.errors import ApiError
+from service.ratelimit import RateLimiter
 
 
 def hash_key(key: str) -> str:
@@ -88,6 +90,43 @@ def tenant_for_digest(digest: str, session: Callable[[], Session]) -> str | None
     return tenant
 
 
+def _failures() -> tuple[RateLimiter, str]:
+    """The failed-authentication limiter and this request's key in it: the client address.
+
+    The address is the connection's, or X-Forwarded-For's when TRUSTED_PROXIES says proxies set
+    it (werkzeug's ProxyFix).
+    """
+    limiter: RateLimiter = current_app.extensions["trainsvc.auth_failures"]
+    return limiter, f"auth-failures:{request.remote_addr or 'unknown'}"
+
+
+def _too_many(wait: float) -> ApiError:
+    return ApiError(
+        429,
+        "too many failed authentications from this address; try again in a minute",
+        headers={"Retry-After": str(int(wait))},
+    )
+
+
+def check_failures() -> None:
+    """429 if this client address has failed to authenticate too often this minute.
+
+    Checked before any key, so a right guess answers as a wrong one does once the limit is hit.
+    """
+    limiter, address = _failures()
+    wait = limiter.over(address)
+    if wait is not None:
+        raise _too_many(wait)
+
+
+def count_failure() -> None:
+    """Count a failed authentication from this client address; 429 once past the limit."""
+    limiter, address = _failures()
+    wait = limiter.hit(address)
+    if wait is not None:
+        raise _too_many(wait)
+
+
 def authenticate(session: Callable[[], Session]) -> str:
     """The tenant of the request's bearer key; 401 without a valid one.
 
@@ -101,9 +140,11 @@ def authenticate(session: Callable[[], Session]) -> str:
             "missing API key: send Authorization: Bearer <key>",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    check_failures()
     digest = hash_key(key.strip())
     tenant = tenant_for_digest(digest, session)
     if tenant is None:
+        count_failure()
         raise ApiError(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
     wait = current_app.extensions["trainsvc.ratelimit"].hit(digest[:16])
     if wait is not None:

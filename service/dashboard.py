@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +26,11 @@ from core.optimizers import OPTIMIZERS
 from core.queries import NotFound
 from core.spec import SpecError, parse_spec
 from core.uploads import info_lookup
-from service import jobs, ui_auth
+from service import jobs, jsonutil, predictions, ui_auth
 from service.api.common import session
 from service.api.jobs import events_response, plot_response
 from service.errors import ApiError, error_response, not_found
+from service.params import Cursor, SignIn, query
 from service.predictions import load_predictor, model_info, parse_instances
 from service.schemas import DryRun, JobOut, Prediction
 
@@ -82,7 +82,7 @@ def _security_headers(response: Response) -> Response:
 def _error(exc: ApiError) -> ResponseReturnValue:
     if request.endpoint in DATA_ROUTES or request.is_json:
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
-    return render_template("error.html", error=exc), exc.status
+    return render_template("error.html", error=exc), exc.status, exc.headers
 
 
 @bp.errorhandler(NotFound)
@@ -110,13 +110,15 @@ def _local(target: str | None) -> str:
 
 @bp.route("/ui/login", methods=["GET", "POST"])
 def login() -> ResponseReturnValue:
-    error = None
-    if request.method == "POST":
+    target = query(SignIn).next
+    if request.method == "GET":
+        return render_template("login.html")
+    try:
         if ui_auth.sign_in(request.form.get("api_key", "")):
-            return redirect(_local(request.args.get("next")), 303)
-        error = "That API key is not valid."
-    status = 401 if error else 200
-    return render_template("login.html", error=error), status
+            return redirect(_local(target), 303)
+    except ApiError as exc:  # 429: too many failed sign-ins from this address
+        return render_template("login.html", error=exc.message), exc.status, exc.headers
+    return render_template("login.html", error="That API key is not valid."), 401
 
 
 @bp.post("/ui/logout")
@@ -134,12 +136,12 @@ def _job_page(cursor: str | None) -> dict[str, Any]:
 
 @bp.get("/")
 def index() -> ResponseReturnValue:
-    return render_template("jobs.html", **_job_page(request.args.get("cursor") or None))
+    return render_template("jobs.html", **_job_page(query(Cursor).cursor))
 
 
 @bp.get("/ui/jobs/rows")
 def rows() -> ResponseReturnValue:
-    return render_template("_rows.html", **_job_page(request.args.get("cursor") or None))
+    return render_template("_rows.html", **_job_page(query(Cursor).cursor))
 
 
 def _spec_form(spec_text: str, status: int = 200, **context: Any) -> ResponseReturnValue:
@@ -153,10 +155,9 @@ def new_job() -> ResponseReturnValue:
         return _spec_form(SEED_SPEC.read_text() if SEED_SPEC.exists() else "{}")
     text = request.form.get("spec", "")
     try:
-        spec = parse_spec(json.loads(text), info_lookup(session(), g.tenant_id))
-    except json.JSONDecodeError as exc:
-        problems = [{"field": "$", "message": f"not valid JSON: {exc.msg} (line {exc.lineno})"}]
-        return _spec_form(text, 400, problems=problems)
+        spec = parse_spec(jsonutil.loads(text), info_lookup(session(), g.tenant_id))
+    except jsonutil.BadJSON as exc:
+        return _spec_form(text, 400, problems=[{"field": "$", "message": str(exc)}])
     except SpecError as exc:
         return _spec_form(text, 422, problems=exc.details)
     if request.form.get("action") == "check":
@@ -201,11 +202,12 @@ def predict(job_id: str) -> ResponseReturnValue:
         tenant_id=g.tenant_id,
         cache=current_app.extensions["trainsvc.models"],
     )
-    body = request.get_json(silent=True)
-    if body is None:
+    if not request.is_json:
         raise ApiError(400, 'send the instances as JSON: {"instances": [[x, ...], ...]}')
-    X = parse_instances(body, predictor.n_features, current_app.config["MAX_PREDICT_ROWS"])
-    answer = Prediction(model_id=found.model_id, **predictor.predict(X)).dump()
+    X = parse_instances(
+        request.get_json(), predictor.n_features, current_app.config["MAX_PREDICT_ROWS"]
+    )
+    answer = Prediction(model_id=found.model_id, **predictions.predict(predictor, X)).dump()
     if predictor.task == "classification":
         answer["classes"] = predictor.classes  # column labels for the probabilities
     return answer

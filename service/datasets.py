@@ -9,8 +9,6 @@ from core.queries import owned, page
 from core.uploads import CsvError, label_counts, parse_csv, to_npz
 from service.errors import ApiError
 
-MAX_NAME = 200
-
 
 def create_dataset(
     raw: bytes,
@@ -21,20 +19,16 @@ def create_dataset(
     tenant_id: str,
     max_rows: int,
 ) -> Dataset:
-    """Parse and store an upload; 422 with the line of each problem when it cannot be read."""
+    """Parse and store an upload; 422 with the line of each problem when it cannot be read.
+
+    `label` and `name` come checked (service.params.Upload: no NUL, at most 200 characters).
+    """
     if not label:
         raise ApiError(
             422,
             "name the label column: ?label=COLUMN (or a `label` form field)",
             code="invalid_dataset",
             details=[{"field": "label", "message": "required"}],
-        )
-    if name is not None and not 1 <= len(name) <= MAX_NAME:
-        raise ApiError(
-            422,
-            f"name must be 1 to {MAX_NAME} characters",
-            code="invalid_dataset",
-            details=[{"field": "name", "message": "bad length"}],
         )
     try:
         parsed = parse_csv(raw, label, max_rows=max_rows)

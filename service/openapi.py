@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 from functools import cache
 from typing import Any
 
 from pydantic import BaseModel
 
 from core.models import JOB_STATUSES
+from core.schema import ID_LENGTH
 from core.spec import JobSpec
 from service import schemas
+from service.jsonutil import MAX_JSON_DEPTH
+from service.params import MAX_PAGE, MAX_TEXT
 from service.predictions import PredictRequest
 
 REF = "#/components/schemas/{model}"
@@ -40,28 +44,37 @@ def openapi_document() -> dict[str, Any]:
 
     def errors(*codes: int) -> dict[str, Any]:
         text = {
-            400: "Malformed JSON",
+            400: f"Malformed JSON, nested deeper than {MAX_JSON_DEPTH} levels of arrays and "
+            f"objects, or with a number of more than {sys.get_int_max_str_digits()} digits",
             401: "Missing or invalid API key",
             404: "No such id for this tenant",
             409: "Wrong state",
             413: "Body too large",
             415: "Body is not JSON",
-            422: "Validation failed; `details` lists each field path",
-            429: "Rate limit reached; see Retry-After",
+            422: "Validation failed (the body, a query parameter, a path id, a header); "
+            "`details` lists each field path",
+            429: "Rate limit reached, or too many failed authentications from this client "
+            "address; see Retry-After",
             500: "The stored model cannot be loaded",
         }
         return {str(code): _json(error, text[code]) for code in codes}
 
     common = (401, 429)
-    job_id = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
-    model_id = {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+    def ident(name: str) -> dict[str, Any]:
+        """A path id: longer ones, or ones with a NUL, answer 422 (every id is a UUID)."""
+        schema = {"type": "string", "minLength": 1, "maxLength": ID_LENGTH}
+        return {"name": name, "in": "path", "required": True, "schema": schema}
+
+    job_id, model_id, dataset_id = ident("job_id"), ident("model_id"), ident("dataset_id")
+    text = {"type": "string", "maxLength": MAX_TEXT}
     paging = [
         {
             "name": "limit",
             "in": "query",
-            "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 20},
         },
-        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+        {"name": "cursor", "in": "query", "schema": {"type": "string", "maxLength": ID_LENGTH}},
     ]
     paths: dict[str, Any] = {
         "/v1/jobs": {
@@ -78,7 +91,7 @@ def openapi_document() -> dict[str, Any]:
                     {
                         "name": "Idempotency-Key",
                         "in": "header",
-                        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT},
                         "description": "Same key and body: the same job; other body: 422.",
                     },
                 ],
@@ -117,7 +130,7 @@ def openapi_document() -> dict[str, Any]:
                 "summary": "Read a job",
                 "operationId": "getJob",
                 "parameters": [job_id],
-                "responses": {"200": _json(job, "The job"), **errors(404, *common)},
+                "responses": {"200": _json(job, "The job"), **errors(404, 422, *common)},
             }
         },
         "/v1/jobs/{job_id}/metrics": {
@@ -127,7 +140,7 @@ def openapi_document() -> dict[str, Any]:
                 "parameters": [job_id],
                 "responses": {
                     "200": _json(c.ref(schemas.Metrics), "One row per finished epoch"),
-                    **errors(404, *common),
+                    **errors(404, 422, *common),
                 },
             }
         },
@@ -144,7 +157,7 @@ def openapi_document() -> dict[str, Any]:
                         "content": {"image/png": {"schema": {"type": "string"}}},
                     },
                     "304": {"description": "Not modified (If-None-Match)"},
-                    **errors(404, *common),
+                    **errors(404, 422, *common),
                 },
             }
         },
@@ -185,7 +198,7 @@ def openapi_document() -> dict[str, Any]:
                 "parameters": [job_id],
                 "responses": {
                     "202": _json(job, "Cancelled, or asked to stop after this epoch"),
-                    **errors(404, 409, *common),
+                    **errors(404, 409, 422, *common),
                 },
             }
         },
@@ -198,10 +211,10 @@ def openapi_document() -> dict[str, Any]:
                         "name": "label",
                         "in": "query",
                         "required": True,
-                        "schema": {"type": "string"},
+                        "schema": text,
                         "description": "The label column (or a `label` form field)",
                     },
-                    {"name": "name", "in": "query", "schema": {"type": "string"}},
+                    {"name": "name", "in": "query", "schema": {**text, "minLength": 1}},
                 ],
                 "requestBody": {
                     "required": True,
@@ -212,8 +225,8 @@ def openapi_document() -> dict[str, Any]:
                                 "type": "object",
                                 "properties": {
                                     "file": {"type": "string", "format": "binary"},
-                                    "label": {"type": "string"},
-                                    "name": {"type": "string"},
+                                    "label": text,
+                                    "name": {**text, "minLength": 1},
                                 },
                                 "required": ["file"],
                             }
@@ -244,15 +257,8 @@ def openapi_document() -> dict[str, Any]:
             "get": {
                 "summary": "Read a dataset's description (rows, columns, label counts)",
                 "operationId": "getDataset",
-                "parameters": [
-                    {
-                        "name": "dataset_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string"},
-                    }
-                ],
-                "responses": {"200": _json(dataset, "The dataset"), **errors(404, *common)},
+                "parameters": [dataset_id],
+                "responses": {"200": _json(dataset, "The dataset"), **errors(404, 422, *common)},
             }
         },
         "/v1/models/{model_id}": {
@@ -262,7 +268,7 @@ def openapi_document() -> dict[str, Any]:
                 "parameters": [model_id],
                 "responses": {
                     "200": _json(c.ref(schemas.ModelOut), "The model"),
-                    **errors(404, *common),
+                    **errors(404, 422, *common),
                 },
             }
         },

@@ -5,21 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 from sqlalchemy.orm import Session
 
 from core.artifact import ArtifactError
 from core.lru import LRU
 from core.models import Model
 from core.queries import NotFound, owned
-from core.runtime import Predictor
+from core.runtime import NotFinite, Predictor
+from core.schema import Strict
 from core.spec import field_path
 from service.errors import ApiError
 from service.schemas import ModelOut
 
 
-class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+class PredictRequest(Strict):
+    """A predict body: numbers as JSON numbers (a string or a boolean is not one)."""
 
     instances: list[list[float]] = Field(min_length=1)
 
@@ -91,3 +92,19 @@ def parse_instances(payload: Any, n_features: int, max_rows: int) -> np.ndarray:
                 details=[{"field": f"instances[{i}]", "message": f"has {len(row)} features"}],
             )
     return np.asarray(body.instances, dtype=np.float64)
+
+
+def predict(predictor: Predictor, X: np.ndarray) -> dict[str, Any]:
+    """The model's predictions for `X`; 422 naming each row whose outputs are not finite."""
+    try:
+        return predictor.predict(X)
+    except NotFinite as exc:
+        raise ApiError(
+            422,
+            f"the model's outputs are not finite numbers for {len(exc.rows)} of the instances "
+            "(their values are beyond what the model can compute with)",
+            details=[
+                {"field": f"instances[{row}]", "message": "the model's outputs are not finite"}
+                for row in exc.rows
+            ],
+        ) from None

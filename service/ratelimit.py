@@ -1,4 +1,6 @@
-"""Per-key request limits: a fixed one-minute window, counted in Redis when there is one."""
+"""Per-key request limits: a fixed one-minute window, counted in Redis when there is one.
+
+Used for requests per API key and for failed authentications per client address."""
 
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ class RateLimiter(Protocol):
     def hit(self, key: str) -> float | None:
         """Count one request; None if allowed, else the seconds to wait."""
 
+    def over(self, key: str) -> float | None:
+        """None if the key is within its limit this minute, else the seconds to wait (no count)."""
+
 
 def _retry_after(now: float) -> float:
     return max(1.0, math.ceil(WINDOW - now % WINDOW))
@@ -32,12 +37,19 @@ class MemoryRateLimiter:
         self._lock = threading.Lock()
 
     def hit(self, key: str) -> float | None:
+        return self._count(key, 1)
+
+    def over(self, key: str) -> float | None:
+        return self._count(key, 0)
+
+    def _count(self, key: str, add: int) -> float | None:
         now = time.time()
         window = int(now // WINDOW)
         with self._lock:
             start, count = self._counts.get(key, (window, 0))
-            count = count + 1 if start == window else 1
-            self._counts[key] = (window, count)
+            count = (count if start == window else 0) + add
+            if add:
+                self._counts[key] = (window, count)
         return None if count <= self.per_minute else _retry_after(now)
 
 
@@ -49,13 +61,22 @@ class RedisRateLimiter:
         self.client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
 
     def hit(self, key: str) -> float | None:
+        return self._count(key, 1)
+
+    def over(self, key: str) -> float | None:
+        return self._count(key, 0)
+
+    def _count(self, key: str, add: int) -> float | None:
         now = time.time()
         name = f"trainsvc:ratelimit:{key}:{int(now // WINDOW)}"
         try:
-            pipe = self.client.pipeline()
-            pipe.incr(name)
-            pipe.expire(name, int(WINDOW) + 5)
-            count = int(pipe.execute()[0])
+            if add:
+                pipe = self.client.pipeline()
+                pipe.incr(name, add)
+                pipe.expire(name, int(WINDOW) + 5)
+                count = int(pipe.execute()[0])
+            else:
+                count = int(self.client.get(name) or 0)
         except redis.RedisError as exc:
             # Fail open: an unreachable Redis must not turn every request into an error.
             log.warning("rate limit not checked: %s", exc)
@@ -65,6 +86,9 @@ class RedisRateLimiter:
 
 class NoRateLimit:
     def hit(self, key: str) -> float | None:
+        return None
+
+    def over(self, key: str) -> float | None:
         return None
 
 

@@ -1,8 +1,11 @@
-"""The dashboard's sign-in: an API key checked once, then the tenant in the signed session cookie.
+"""The dashboard's sign-in: an API key checked once, then a server-side session named by the
+signed session cookie.
 
-The cookie holds the tenant and the SHA-256 of the key (never the key), so revoking the key
-also ends the dashboard sessions made with it. Every state-changing dashboard request carries a
-per-session CSRF token.
+The cookie holds a random session id (and the CSRF token), never the key or the tenant. The
+`ui_sessions` row it names holds the tenant and the SHA-256 of the key: signing out deletes the
+row, so a replayed old cookie answers as signed out; revoking the key ends the session too; and
+the row expires after SESSION_HOURS. Every state-changing dashboard request carries a
+per-session CSRF token. Failed sign-ins count toward AUTH_FAILURES_PER_MINUTE per address.
 """
 
 from __future__ import annotations
@@ -12,12 +15,15 @@ import secrets
 from datetime import timedelta
 
 from flask import Flask, request, session
+from sqlalchemy import delete, select
 
+from core.models import UiSession, utcnow
 from service.api.common import session as db_session
-from service.auth import hash_key, tenant_for_digest, tenant_for_key
+from service.auth import check_failures, count_failure, hash_key, tenant_for_digest, tenant_for_key
 from service.errors import ApiError
 
 SESSION_HOURS = 12
+LIFETIME = timedelta(hours=SESSION_HOURS)
 
 
 def configure(app: Flask, secret_key: str, *, secure: bool = False) -> None:
@@ -28,34 +34,62 @@ def configure(app: Flask, secret_key: str, *, secure: bool = False) -> None:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SECURE=secure,
         SESSION_COOKIE_SAMESITE="Strict",
-        PERMANENT_SESSION_LIFETIME=timedelta(hours=SESSION_HOURS),
+        PERMANENT_SESSION_LIFETIME=LIFETIME,
     )
 
 
 def sign_in(api_key: str) -> str | None:
-    """Start a dashboard session for the key's tenant; None if the key is not valid."""
+    """Start a dashboard session for the key's tenant; None if the key is not valid.
+
+    429 (ApiError) once this address has failed to sign in too often this minute.
+    """
+    check_failures()
     api_key = api_key.strip()
     tenant = tenant_for_key(db_session(), api_key) if api_key else None
     if tenant is None:
+        count_failure()
         return None
-    session.clear()
+    sid, now = secrets.token_urlsafe(32), utcnow()
+    rows = db_session()
+    rows.execute(delete(UiSession).where(UiSession.expires_at <= now))
+    rows.add(
+        UiSession(
+            id_hash=hash_key(sid),
+            tenant_id=tenant,
+            key_hash=hash_key(api_key),
+            created_at=now,
+            expires_at=now + LIFETIME,
+        )
+    )
+    rows.commit()
+    session.clear()  # a new CSRF token too: nothing from before sign-in carries over
     session.permanent = True
-    session["tenant"] = tenant
-    session["key"] = hash_key(api_key)
+    session["sid"] = sid
     session["csrf"] = secrets.token_urlsafe(32)
     return tenant
 
 
 def sign_out() -> None:
+    """End the session on the server (its cookie, replayed, is signed out) and in the browser."""
+    sid = session.get("sid")
+    if isinstance(sid, str):
+        rows = db_session()
+        rows.execute(delete(UiSession).where(UiSession.id_hash == hash_key(sid)))
+        rows.commit()
     session.clear()
 
 
 def signed_in_tenant() -> str | None:
-    """The session's tenant, if its key is still registered to it."""
-    tenant, digest = session.get("tenant"), session.get("key")
-    if not isinstance(tenant, str) or not isinstance(digest, str):
+    """The session's tenant, if the session is live and its key still registered to it."""
+    sid = session.get("sid")
+    if not isinstance(sid, str):
         return None
-    return tenant if tenant_for_digest(digest, db_session) == tenant else None
+    row = db_session().scalar(
+        select(UiSession).where(UiSession.id_hash == hash_key(sid), UiSession.expires_at > utcnow())
+    )
+    if row is None:
+        return None
+    return row.tenant_id if tenant_for_digest(row.key_hash, db_session) == row.tenant_id else None
 
 
 def csrf_token() -> str:

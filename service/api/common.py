@@ -10,6 +10,8 @@ from sqlalchemy.orm import Session
 from core.db import Database
 from service.auth import authenticate
 from service.errors import ApiError
+from service.params import Paging, query
+from service.params import flag as flag  # submit's ?dry_run=
 
 
 def db() -> Database:
@@ -46,34 +48,7 @@ def json_body() -> Any:
     return request.get_json()
 
 
-def flag(name: str) -> bool:
-    value = request.args.get(name, "false").lower()
-    if value in ("1", "true", "yes"):
-        return True
-    if value in ("0", "false", "no", ""):
-        return False
-    raise ApiError(
-        422, f"{name} must be true or false", details=[{"field": name, "message": value}]
-    )
-
-
-def page_limit(default: int = 20, most: int = 100) -> int:
-    """The `limit` query parameter of a listing: a whole number from 1 to `most`."""
-    raw = request.args.get("limit", str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= most:
-        raise ApiError(
-            422,
-            f"limit must be a whole number from 1 to {most}",
-            details=[{"field": "limit", "message": raw}],
-        )
-    return int(raw)
-
-
-def paging() -> dict[str, Any]:
+def paging(page: Paging | None = None) -> dict[str, Any]:
     """The keyword arguments every listing takes: the session, tenant, `limit` and `cursor`."""
-    return {
-        "session": session(),
-        "tenant_id": tenant(),
-        "limit": page_limit(),
-        "cursor": request.args.get("cursor") or None,
-    }
+    page = page or query(Paging)
+    return {"session": session(), "tenant_id": tenant(), "limit": page.limit, "cursor": page.cursor}

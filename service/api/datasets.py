@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from flask import Blueprint, current_app, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
 
@@ -9,6 +11,7 @@ from core.settings import Settings
 from service import datasets
 from service.api.common import paging, session, tenant
 from service.errors import ApiError
+from service.params import Upload, query
 from service.schemas import DatasetList, DatasetOut
 
 bp = Blueprint("datasets", __name__, url_prefix="/v1/datasets")
@@ -23,6 +26,7 @@ def _upload() -> tuple[bytes, str, str | None]:
     """The CSV bytes, label column and name from a text/csv body or a multipart form."""
     settings: Settings = current_app.config["TRAINSVC_SETTINGS"]
     mimetype = request.mimetype
+    fields: Mapping[str, str]
     if mimetype == "multipart/form-data":
         upload = request.files.get("file")
         if upload is None:
@@ -33,12 +37,12 @@ def _upload() -> tuple[bytes, str, str | None]:
                 details=[{"field": "file", "message": "required"}],
             )
         raw = upload.read(settings.max_dataset_bytes + 1)
-        label = request.form.get("label") or request.args.get("label", "")
-        name = request.form.get("name") or request.args.get("name") or upload.filename or None
+        # A form field over the same query parameter, either over the file's own name.
+        sources = ({"name": upload.filename or ""}, request.args, request.form)
+        fields = {key: value for source in sources for key, value in source.items() if value}
     elif mimetype in ("text/csv", "application/csv"):
         raw = request.get_data(cache=False)
-        label = request.args.get("label", "")
-        name = request.args.get("name") or None
+        fields = request.args
     else:
         raise ApiError(
             415, "send the CSV as Content-Type: text/csv, or as multipart/form-data field `file`"
@@ -47,7 +51,8 @@ def _upload() -> tuple[bytes, str, str | None]:
         raise ApiError(
             413, f"the CSV is larger than {settings.max_dataset_bytes:,} bytes (MAX_DATASET_BYTES)"
         )
-    return raw, label, name
+    given = query(Upload, fields, code="invalid_dataset")
+    return raw, given.label, given.name
 
 
 @bp.post("")

@@ -11,6 +11,7 @@ from core.uploads import info_lookup
 from service import events, jobs, plots
 from service.api.common import db, flag, json_body, paging, session, tenant
 from service.errors import ApiError
+from service.params import JobFilter, Resume, query
 from service.schemas import DryRun, JobList, JobOut, Metrics
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
@@ -50,7 +51,8 @@ def submit() -> ResponseReturnValue:
 
 @bp.get("")
 def index() -> ResponseReturnValue:
-    items, next_cursor = jobs.list_jobs(status=request.args.get("status") or None, **paging())
+    filters = query(JobFilter)
+    items, next_cursor = jobs.list_jobs(status=filters.status, **paging(filters))
     return jsonify(
         JobList(items=[JobOut.from_row(j) for j in items], next_cursor=next_cursor).dump()
     )
@@ -94,7 +96,9 @@ def stream(job_id: str) -> ResponseReturnValue:
 
 def events_response(job: Job) -> Response:
     """The job's Server-Sent Events; the stream reads the database in sessions of its own."""
-    after = events.resume_after(request.args.get("after"), request.headers.get("Last-Event-ID"))
+    after = query(Resume).after  # ?after= first, else the Last-Event-ID header, else 0
+    resume = None if after is None else str(after)
+    after = events.resume_after(resume, request.headers.get("Last-Event-ID"))
     generator = events.job_events(
         db(),
         job.id,

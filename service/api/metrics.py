@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from core.settings import Settings
 from service.api.common import tenant
+from service.auth import check_failures, count_failure
 from service.errors import ApiError
 from service.monitoring import REQUESTS, exposition
 
@@ -20,19 +21,25 @@ bp = Blueprint("metrics", __name__)
 def metrics() -> ResponseReturnValue:
     settings: Settings = current_app.config["TRAINSVC_SETTINGS"]
     if settings.metrics_token:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            token.strip().encode(), settings.metrics_token.encode()
-        ):
-            raise ApiError(
-                401,
-                "send Authorization: Bearer <METRICS_TOKEN>",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+        _check_token(settings.metrics_token)
     else:
         tenant()  # any API key; set METRICS_TOKEN when tenants must not see the totals
     body = exposition(current_app.extensions["trainsvc.metrics"])
     return Response(body, content_type=CONTENT_TYPE_LATEST)
+
+
+def _check_token(expected: str) -> None:
+    """401 unless the request carries `expected`; a wrong token counts as a failed sign-in."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    given = token.strip() if scheme.lower() == "bearer" else ""
+    if given:
+        check_failures()
+        if hmac.compare_digest(given.encode(), expected.encode()):
+            return
+        count_failure()
+    raise ApiError(
+        401, "send Authorization: Bearer <METRICS_TOKEN>", headers={"WWW-Authenticate": "Bearer"}
+    )
 
 
 def count_request(response: Response) -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
+from service import predictions
 from service.api.common import json_body, session, tenant
 from service.monitoring import PREDICT_SECONDS
 from service.predictions import load_predictor, model_info, parse_instances
@@ -34,4 +35,4 @@ def predict(model_id: str) -> ResponseReturnValue:
             cache=current_app.extensions["trainsvc.models"],
         )
         X = parse_instances(body, predictor.n_features, current_app.config["MAX_PREDICT_ROWS"])
-        return jsonify(Prediction(model_id=model_id, **predictor.predict(X)).dump())
+        return jsonify(Prediction(model_id=model_id, **predictions.predict(predictor, X)).dump())

@@ -130,7 +130,9 @@ def jobs(api: Api, database: Database) -> None:
         "/v1/jobs/{job_id}/events",
     ):
         api.call("get", template, 404, job_id="nope")
+        api.call("get", template, 422, job_id="no%00pe")  # a NUL: never sent to the database
     api.call("post", "/v1/jobs/{job_id}/cancel", 404, job_id="nope")
+    api.call("post", "/v1/jobs/{job_id}/cancel", 422, job_id="x" * 37)  # longer than any id
     etag = api.call("get", "/v1/jobs/{job_id}/plot.png", 200, job_id=done).headers["ETag"]
     unchanged = {**ALICE, "If-None-Match": etag}
     api.call("get", "/v1/jobs/{job_id}/plot.png", 304, job_id=done, headers=unchanged)
@@ -153,6 +155,7 @@ def models(api: Api, app: Flask, client: FlaskClient, database: Database) -> Non
         predict = "/v1/models/{model_id}/predict"
         api.call("post", predict, 200, model_id=model_id, json={"instances": [[0.5] * width]})
     api.call("get", "/v1/models/{model_id}", 404, model_id="nope")
+    api.call("get", "/v1/models/{model_id}", 422, model_id="no%00pe")
     api.call("post", predict, 404, model_id="nope", json={"instances": [[0.5] * 5]})
     api.call("post", predict, 400, model_id=model_id, data="{", content_type="application/json")
     api.call("post", predict, 413, model_id=model_id, json={"pad": "x" * (2 * 1024 * 1024)})
@@ -176,6 +179,7 @@ def datasets(api: Api) -> None:
     api.call("get", "/v1/datasets", 422, query="?limit=0")
     api.call("get", "/v1/datasets/{dataset_id}", 200, dataset_id=dataset["id"])
     api.call("get", "/v1/datasets/{dataset_id}", 404, dataset_id="nope")
+    api.call("get", "/v1/datasets/{dataset_id}", 422, dataset_id="x" * 37)
 
 
 def keys_and_limits(api: Api, app: Flask) -> None:
