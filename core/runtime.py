@@ -58,7 +58,8 @@ class Predictor:
 
     def predict(self, X: NDArray) -> dict[str, Any]:
         """Predictions (and class probabilities); `NotFinite` naming any row that overflowed."""
-        out = self.outputs(X)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is answered just below
+            out = self.outputs(X)
         finite = np.isfinite(out).all(axis=1)
         if not finite.all():
             raise NotFinite(np.flatnonzero(~finite).tolist())

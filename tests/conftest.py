@@ -41,12 +41,26 @@ def add_keys(database: Database) -> None:
             ensure_api_key(session, tenant, key)
 
 
+def api_settings(url: str, folder: Path) -> Settings:
+    """Settings for an API test on the migrated database at `url`, with the test keys added.
+
+    Failed authentications are not throttled: Redis counts them per client address across every
+    test run on this machine (the tests of that limit set their own).
+    """
+    add_keys(Database(url))
+    return Settings(
+        database_url=url,
+        var_dir=folder,
+        max_content_length=1024 * 1024,
+        auth_failures_per_minute=0,
+    )
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     url = f"sqlite:///{tmp_path / 'api.db'}"
     migrate.upgrade(url)
-    add_keys(Database(url))
-    return Settings(database_url=url, var_dir=tmp_path, max_content_length=1024 * 1024)
+    return api_settings(url, tmp_path)
 
 
 @pytest.fixture

@@ -65,6 +65,27 @@ def scratch_postgres(admin_url: str) -> Iterator[str]:
         admin.dispose()
 
 
+@contextmanager
+def migrated_database(kind: str, folder: Path) -> Iterator[str]:
+    """The URL of a fresh, migrated database: "sqlite" (a file in `folder`) or "postgresql" (a
+    scratch database, dropped afterwards; the test is skipped when PostgreSQL does not answer)."""
+    import pytest
+
+    from core import migrate
+
+    if kind == "sqlite":
+        url = f"sqlite:///{folder / 'test.db'}"
+        migrate.upgrade(url)
+        yield url
+        return
+    admin = postgres_admin_url()
+    if admin is None:
+        pytest.skip("PostgreSQL does not answer")
+    with scratch_postgres(admin) as url:
+        migrate.upgrade(url)
+        yield url
+
+
 class LoggedProcess:
     """A child process of ours with its output in a log file; `stop()` ends it."""
 
