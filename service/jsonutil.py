@@ -20,7 +20,7 @@ MAX_JSON_DEPTH = 64
 _STEP = np.zeros(256, np.int8)
 _STEP[list(b"[{")], _STEP[list(b"]}")] = 1, -1
 _CHUNK = 1 << 20
-BACKSLASH, QUOTE = ord("\\"), ord('"')
+_BACKSLASH, _QUOTE = ord("\\"), ord('"')
 
 
 class BadJSON(ValueError):
@@ -37,7 +37,7 @@ def json_depth(data: bytes, stop: int | None = None) -> int:
     deepest = level = run = quotes = 0  # carried from chunk to chunk
     for start in range(0, len(text), _CHUNK):
         chunk = text[start : start + _CHUNK]
-        quote, slash = chunk == QUOTE, chunk == BACKSLASH
+        quote, slash = chunk == _QUOTE, chunk == _BACKSLASH
         if run or slash.any():
             # A quote after an odd run of backslashes is escaped (`run` ended the last chunk).
             index = np.arange(len(chunk))
@@ -59,9 +59,10 @@ def json_depth(data: bytes, stop: int | None = None) -> int:
 
 def loads(text: str | bytes, **kwargs: Any) -> Any:
     """Decode JSON nested at most MAX_JSON_DEPTH deep; `BadJSON` saying why it cannot be read."""
-    if isinstance(text, bytes) and json.detect_encoding(text) not in ("utf-8", "utf-8-sig"):
+    encoding = json.detect_encoding(text) if isinstance(text, bytes) else "utf-8"
+    if isinstance(text, bytes) and encoding not in ("utf-8", "utf-8-sig"):
         try:  # UTF-16 or UTF-32: scanned as UTF-8, where a quote or bracket is one byte
-            text = text.decode(json.detect_encoding(text))
+            text = text.decode(encoding)
         except UnicodeDecodeError:
             raise BadJSON("the JSON is not valid Unicode text") from None
     raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text

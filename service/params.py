@@ -144,9 +144,10 @@ def flag(name: str) -> bool:
 
 
 def check_request() -> None:
-    """Before any view: 422 for a path id (every path parameter is one) or an Idempotency-Key
-    with a NUL or longer than its column can hold."""
-    validated(_IDS.validate_python, request.view_args or {})
+    """Before any view: 422 for a path id (`job_id`, `model_id`, `dataset_id`, any `*_id`) or an
+    Idempotency-Key with a NUL or longer than its column can hold."""
+    ids = {k: v for k, v in (request.view_args or {}).items() if k.endswith("_id")}
+    validated(_IDS.validate_python, ids)
     key = request.headers.get("Idempotency-Key")
     if key is not None:
         validated(Headers.model_validate, {"Idempotency-Key": key})

@@ -50,5 +50,5 @@ def json_body() -> Any:
 
 def paging(page: Paging | None = None) -> dict[str, Any]:
     """The keyword arguments every listing takes: the session, tenant, `limit` and `cursor`."""
-    page = page or query(Paging)
+    page = query(Paging) if page is None else page
     return {"session": session(), "tenant_id": tenant(), "limit": page.limit, "cursor": page.cursor}

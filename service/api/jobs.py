@@ -96,9 +96,8 @@ def stream(job_id: str) -> ResponseReturnValue:
 
 def events_response(job: Job) -> Response:
     """The job's Server-Sent Events; the stream reads the database in sessions of its own."""
-    after = query(Resume).after  # ?after= first, else the Last-Event-ID header, else 0
-    resume = None if after is None else str(after)
-    after = events.resume_after(resume, request.headers.get("Last-Event-ID"))
+    query(Resume)  # ?after= checked like every query parameter (422 naming it)
+    after = events.resume_after(request.args.get("after"), request.headers.get("Last-Event-ID"))
     generator = events.job_events(
         db(),
         job.id,

@@ -29,7 +29,7 @@ def metrics() -> ResponseReturnValue:
 
 
 def _check_token(expected: str) -> None:
-    """401 unless the request carries `expected`; a wrong token counts as a failed sign-in."""
+    """401 unless the request carries `expected`; a wrong one counts as a failed authentication."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     given = token.strip() if scheme.lower() == "bearer" else ""
     if given:
