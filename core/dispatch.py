@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from core.db import Database, rowcount
 from core.models import Job, Worker, utcnow
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,10 @@ UNREGISTERED_BATCH = 100
 class Quotas:
     tenant_max_running: int  # jobs in flight (sent or running) per tenant; 0: no cap
     worker_seen_within: float  # seconds: a worker silent for longer has no slots
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Quotas:
+        return cls(settings.tenant_max_running, settings.stale_after_seconds)
 
 
 def live_workers(session: Session, now: datetime, within: float) -> list[Worker]:

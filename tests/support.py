@@ -112,7 +112,9 @@ class WorkerProcess(LoggedProcess):
     name = "worker"
 
     def __init__(self, env: dict[str, str], log_path: Path, concurrency: int = 1) -> None:
-        argv = [*worker_command(env["QUEUE_NAME"], concurrency), "--without-heartbeat"]
+        # A node name of its own: several test workers on one host count as several workers.
+        node = f"w{uuid.uuid4().hex[:8]}@%h"
+        argv = [*worker_command(env["QUEUE_NAME"], concurrency), "--without-heartbeat", "-n", node]
         super().__init__(argv, env, log_path)
 
     def wait_ready(self, timeout: float = 60) -> None:

@@ -1,0 +1,126 @@
+"""Fair dispatch against real workers: one tenant's 200 queued jobs do not hold back another's."""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import select, update
+
+from core import migrate
+from core.db import Database
+from core.models import Job, Worker
+from core.settings import Settings
+from service.app import create_app
+from tests.conftest import add_keys, auth
+from tests.support import WorkerProcess, postgres_admin_url, redis_url, scratch_postgres
+
+pytestmark = pytest.mark.integration
+
+TINY = {
+    "dataset": {"builtin": "make_moons", "params": {"n_samples": 100, "noise": 0.1}},
+    "layers": [
+        {"type": "dense", "units": 4, "activation": "relu"},
+        {"type": "dense", "units": 2, "activation": "softmax"},
+    ],
+    "loss": "sparse_categorical_crossentropy",
+    "epochs": 20,
+}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def two_workers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Any, Database]]:
+    """The API in-process and two worker processes (one pool slot each) on a private queue."""
+    with ExitStack() as cleanup:
+        if request.param == "postgresql":
+            admin = postgres_admin_url()
+            if admin is None:
+                pytest.skip("PostgreSQL is not answering on this machine")
+            url = cleanup.enter_context(scratch_postgres(admin))
+        else:
+            url = f"sqlite:///{tmp_path / 'service.db'}"
+        migrate.upgrade(url)
+        database = Database(url)
+        cleanup.callback(database.dispose)
+        add_keys(database)
+        broker = redis_url() or f"filesystem://{tmp_path / 'broker'}"
+        queue_name = f"trainsvc-test-{uuid.uuid4().hex[:8]}"
+        env = {
+            "DATABASE_URL": url,
+            "BROKER_URL": broker,
+            "QUEUE_NAME": queue_name,
+            "VAR_DIR": str(tmp_path),
+            "TENANT_MAX_RUNNING": "0",
+        }
+        if broker.startswith("redis"):
+            cleanup.callback(lambda: redis.Redis.from_url(broker).delete(queue_name))
+        for i in range(2):
+            worker = WorkerProcess(env, tmp_path / f"worker{i}.log")
+            cleanup.callback(worker.stop)
+            worker.wait_ready()
+        deadline = time.monotonic() + 30
+        while True:  # both registered: the dispatcher knows there are two slots
+            with database.session() as session:
+                if len(list(session.scalars(select(Worker.name)))) == 2:
+                    break
+            assert time.monotonic() < deadline, "the workers did not register"
+            time.sleep(0.1)
+        yield create_app(Settings.from_env(env)).test_client(), database
+
+
+def seconds(later: datetime | None, earlier: datetime | None) -> float:
+    assert later is not None and earlier is not None
+    return (later - earlier).total_seconds()
+
+
+def test_another_tenants_job_starts_within_two_job_lengths(
+    two_workers: tuple[Any, Database],
+) -> None:
+    client, database = two_workers
+    for _ in range(200):
+        answer = client.post("/v1/jobs", json=TINY, headers=auth("alice"))
+        assert answer.status_code == 202, answer.get_json()
+    # Let a's jobs run a while, so the queue is busy and job lengths are known.
+    deadline = time.monotonic() + 120
+    while True:
+        with database.session() as session:
+            done = list(
+                session.scalars(
+                    select(Job).where(Job.tenant_id == "alice", Job.status == "succeeded")
+                )
+            )
+        if len(done) >= 10:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    length = statistics.median(seconds(j.finished_at, j.started_at) for j in done)
+    b_id = client.post("/v1/jobs", json=TINY, headers=auth("bob")).get_json()["id"]
+    while True:
+        with database.session() as session:
+            b = session.get(Job, b_id)
+            assert b is not None
+            if b.started_at is not None:
+                break
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    waited = seconds(b.started_at, b.created_at)
+    with database.begin() as session:  # the rest of a's queue is not needed any more
+        session.execute(
+            update(Job)
+            .where(Job.tenant_id == "alice", Job.status == "queued")
+            .values(status="cancelled", error_code="cancelled", error_message="test over")
+        )
+    print(
+        f"\nfair dispatch: 200 jobs of tenant A queued ({len(done)} done when B submitted), "
+        f"B's job "
+        f"started after {waited:.2f} s; one job takes {length:.2f} s (2 worker slots)"
+    )
+    assert waited <= 2 * length + 0.5  # dispatch and broker delivery on top
