@@ -1,0 +1,448 @@
+"""`make abuse`: a careless or hostile tenant against a real stack, one line of figures per case.
+
+    .venv/bin/python -m tests.abuse            # full size, SQLite and PostgreSQL
+    .venv/bin/python -m tests.abuse --short    # the short form (also run by `make test`)
+
+Each case attacks a real gunicorn (the shipped configuration) + Celery worker + Redis stack as
+tenant alice while tenant bob keeps calling `GET /v1/jobs` and `/healthz`; a line says how many
+requests the case sent, how many answered 5xx (must be 0), its slowest answer, what it was
+answered, and bob's p99 during the attack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from core import migrate
+from core.db import Database
+from core.settings import Settings
+from tests.conftest import KEYS, add_keys
+from tests.live import Gunicorn
+from tests.support import (
+    SEED_SPEC,
+    WorkerProcess,
+    postgres_admin_url,
+    redis_url,
+    scratch_postgres,
+)
+
+Json = Any
+
+
+@dataclass(frozen=True)
+class Size:
+    """How hard each case pushes: the short form in `make test`, the full one in `make abuse`."""
+
+    uploads: int
+    flood: int
+    streams: int
+    slow_sockets: int
+    wrong_keys: int
+
+    @classmethod
+    def short(cls) -> Size:
+        return cls(uploads=4, flood=60, streams=60, slow_sockets=20, wrong_keys=40)
+
+    @classmethod
+    def full(cls) -> Size:
+        return cls(uploads=16, flood=1133, streams=500, slow_sockets=50, wrong_keys=200)
+
+
+@dataclass
+class Answer:
+    status: int
+    seconds: float
+    body: bytes
+
+    def json(self) -> Json:
+        return json.loads(self.body)
+
+
+@dataclass
+class Figures:
+    case: str
+    database: str
+    requests: int = 0
+    server_errors: int = 0
+    slowest: float = 0.0
+    statuses: Counter[int] = field(default_factory=Counter)
+    other_p99_ms: float | None = None
+    notes: str = ""
+    problems: list[str] = field(default_factory=list)
+
+    def record(self, answer: Answer) -> Answer:
+        self.requests += 1
+        self.statuses[answer.status] += 1
+        self.slowest = max(self.slowest, answer.seconds)
+        if answer.status >= 500:
+            self.server_errors += 1
+        return answer
+
+    def expect(self, condition: bool, problem: str) -> None:
+        if not condition:
+            self.problems.append(problem)
+
+    @property
+    def ok(self) -> bool:
+        return self.server_errors == 0 and not self.problems
+
+    def line(self) -> str:
+        answered = ", ".join(f"{n}x{s}" for s, n in sorted(self.statuses.items()))
+        p99 = f"{self.other_p99_ms:.0f} ms" if self.other_p99_ms is not None else "-"
+        text = (
+            f"{'ok  ' if self.ok else 'FAIL'} {self.case:<22} [{self.database}] "
+            f"requests {self.requests}, 5xx {self.server_errors}, slowest {self.slowest:.2f} s, "
+            f"answered {answered or '-'}, other tenant's p99 {p99}"
+        )
+        if self.notes:
+            text += f"; {self.notes}"
+        if self.problems:
+            text += " -- " + "; ".join(self.problems)
+        return text
+
+
+class Stack:
+    """gunicorn (shipped config) + one Celery worker + Redis + a database, all real processes."""
+
+    def __init__(self, tmp: Path, database: str, cleanup: ExitStack, **env: str) -> None:
+        if database == "postgresql":
+            admin = postgres_admin_url()
+            if admin is None:
+                raise LookupError("PostgreSQL does not answer")
+            url = cleanup.enter_context(scratch_postgres(admin))
+        else:
+            url = f"sqlite:///{tmp / 'service.db'}"
+        migrate.upgrade(url)
+        db = Database(url)
+        add_keys(db)
+        db.dispose()
+        broker = redis_url()
+        if broker is None:
+            raise LookupError("the abuse suite needs Redis (the production broker)")
+        queue = f"trainsvc-abuse-{uuid.uuid4().hex[:8]}"
+        cleanup.callback(lambda: redis.Redis.from_url(broker).delete(queue))
+        self.env = {
+            "DATABASE_URL": url,
+            "BROKER_URL": broker,
+            "QUEUE_NAME": queue,
+            "VAR_DIR": str(tmp),
+            "METRICS_FLUSH_SECONDS": "0.2",
+            **env,
+        }
+        self.settings = Settings.from_env(self.env)
+        self.database = database
+        self.worker = WorkerProcess(self.env, tmp / "worker.log")
+        cleanup.callback(self.worker.stop)
+        self.worker.wait_ready()
+        extra = {k: v for k, v in env.items() if k not in ("RATE_LIMIT_PER_MINUTE",)}
+        # The shipped process and thread counts, as `make run` and the compose file use them.
+        self.api = Gunicorn(
+            self.settings,
+            tmp / "gunicorn.log",
+            threads=self.settings.web_threads,
+            workers=self.settings.web_concurrency,
+            **extra,
+        )
+        cleanup.callback(self.api.stop)
+        self.api.wait_ready()
+        self.url = self.api.url
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        tenant: str | None = "alice",
+        json_body: Json = None,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 60,
+    ) -> Answer:
+        """One HTTP request; any status (and a timeout, as 599) is an answer."""
+        all_headers = dict(headers or {})
+        if tenant is not None:
+            all_headers["Authorization"] = f"Bearer {KEYS[tenant]}"
+        if json_body is not None:
+            data = json.dumps(json_body).encode()
+            all_headers.setdefault("Content-Type", "application/json")
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method, headers=all_headers
+        )
+        started = time.monotonic()
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                body = response.read()
+                status = response.status
+        except urllib.error.HTTPError as error:
+            body, status = error.read(), error.code
+        except (TimeoutError, OSError):
+            body, status = b"", 599  # no answer in time counts as a server error
+        return Answer(status, time.monotonic() - started, body)
+
+
+@contextmanager
+def other_tenant(stack: Stack, figures: Figures) -> Iterator[None]:
+    """Tenant bob's ordinary calls all through the attack; their p99 goes into `figures`."""
+    stop = threading.Event()
+    seconds: list[float] = []
+
+    def probe() -> None:
+        while not stop.is_set():
+            for path in ("/v1/jobs?limit=5", "/healthz"):
+                answer = stack.request("GET", path, tenant="bob", timeout=30)
+                seconds.append(answer.seconds)
+                if answer.status >= 500:
+                    figures.problems.append(f"bob's GET {path} answered {answer.status}")
+            stop.wait(0.05)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+        if seconds:
+            ordered = sorted(seconds)
+            figures.other_p99_ms = 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+
+def in_parallel(n: int, call: Callable[[int], Answer], workers: int = 16) -> list[Answer]:
+    with ThreadPoolExecutor(max_workers=min(n, workers)) as pool:
+        return list(pool.map(call, range(n)))
+
+
+def seed(**changes: Any) -> Json:
+    spec = copy.deepcopy(SEED_SPEC)
+    spec.update(changes)
+    return spec
+
+
+def wide_csv(columns: int, rows: int = 2) -> bytes:
+    header = ",".join(f"c{i}" for i in range(columns - 1)) + ",label"
+    line = ",".join("1" for _ in range(columns - 1)) + ",0"
+    return "\n".join([header, *([line] * rows)]).encode()
+
+
+# -- the cases ---------------------------------------------------------------------------------
+
+
+def csv_header(stack: Stack, size: Size, figures: Figures) -> None:
+    """60,000 columns (a 650 KB header) cost one pass: 422 at once, every time."""
+    body = wide_csv(60_000, rows=0)
+    answers = in_parallel(
+        size.uploads,
+        lambda _: figures.record(
+            stack.request(
+                "POST",
+                "/v1/datasets?label=label",
+                data=body,
+                headers={"Content-Type": "text/csv"},
+            )
+        ),
+    )
+    figures.expect(all(a.status == 422 for a in answers), "not all 422")
+    figures.notes = f"{len(body) / 1024:.0f} KB header each"
+
+
+def csv_uploads(stack: Stack, size: Size, figures: Figures) -> None:
+    """Wide 209 KB uploads in parallel: refused (too many columns) without holding the API."""
+    body = wide_csv(19_000, rows=1)[: 209 * 1024]
+    answers = in_parallel(
+        size.uploads,
+        lambda _: figures.record(
+            stack.request(
+                "POST", "/v1/datasets?label=c0", data=body, headers={"Content-Type": "text/csv"}
+            )
+        ),
+    )
+    figures.expect(all(400 <= a.status < 500 for a in answers), "not all 4xx")
+
+
+def huge_network(stack: Stack, size: Size, figures: Figures) -> None:
+    """4.4 million parameters x 100,000 rows x 5,000 epochs at batch size 1: refused by cost."""
+    spec = seed(epochs=5000, batch_size=1)
+    spec["dataset"]["params"].update(n_samples=100_000, n_features=1000)
+    spec["layers"][0]["units"] = 4096
+    spec["layers"][3]["units"] = 64
+    for query in ("?dry_run=true", ""):
+        answer = figures.record(stack.request("POST", "/v1/jobs" + query, json_body=spec))
+        figures.expect(answer.status == 422, f"{query or 'submit'}: {answer.status}")
+        if answer.status == 422:
+            figures.notes = answer.json()["error"]["message"][:90]
+
+
+def huge_dataset(stack: Stack, size: Size, figures: Figures) -> None:
+    """A generated 1,000,000 x 10,000 dataset (75 GiB as float64): refused by the dry run."""
+    spec = seed(epochs=1)
+    spec["dataset"]["params"].update(n_samples=1_000_000, n_features=10_000)
+    spec["layers"][0]["units"] = 8
+    answer = figures.record(stack.request("POST", "/v1/jobs?dry_run=true", json_body=spec))
+    figures.expect(answer.status == 422, f"answered {answer.status}")
+    if answer.status == 422:
+        figures.notes = answer.json()["error"]["message"][:80]
+
+
+TINY = {
+    "dataset": {"builtin": "make_moons", "params": {"n_samples": 100, "noise": 0.1}},
+    "layers": [
+        {"type": "dense", "units": 4, "activation": "relu"},
+        {"type": "dense", "units": 2, "activation": "softmax"},
+    ],
+    "loss": "sparse_categorical_crossentropy",
+    "epochs": 20,
+}
+
+
+def queue_flood(stack: Stack, size: Size, figures: Figures) -> None:
+    """One tenant queues many one-epoch jobs; another's job starts within two job lengths."""
+    in_parallel(
+        size.flood, lambda _: figures.record(stack.request("POST", "/v1/jobs", json_body=TINY))
+    )
+    deadline = time.monotonic() + 120
+    while True:  # the flood is being worked through
+        done = stack.request("GET", "/v1/jobs?status=succeeded&limit=100").json()["items"]
+        if len(done) >= 5 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    lengths = [_seconds(j["finished_at"], j["started_at"]) for j in done]
+    length = statistics.median(lengths) if lengths else float("nan")
+    bob = figures.record(stack.request("POST", "/v1/jobs", tenant="bob", json_body=TINY)).json()
+    while True:
+        job = stack.request("GET", f"/v1/jobs/{bob['id']}", tenant="bob").json()
+        if job["started_at"] is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    waited = _seconds(job["started_at"], job["created_at"]) if job["started_at"] else None
+    figures.expect(waited is not None and waited <= 2 * length + 0.5, f"bob waited {waited}")
+    refused = figures.statuses.get(429, 0)
+    figures.notes = (
+        f"bob's job started after {waited if waited is None else round(waited, 2)} s, one job "
+        f"takes {length:.2f} s; {refused} over TENANT_MAX_QUEUED answered 429"
+    )
+    _cancel_all(stack, "alice", figures)
+
+
+def strings_as_numbers(stack: Stack, size: Size, figures: Figures) -> None:
+    """`"units": "64"`, `true` as a number, a predict row of strings: 422 each."""
+    for value in ("64", True, 64.5):
+        spec = seed()
+        spec["layers"][0]["units"] = value
+        answer = figures.record(stack.request("POST", "/v1/jobs?dry_run=true", json_body=spec))
+        figures.expect(answer.status == 422, f"units={value!r}: {answer.status}")
+
+
+def cancel_long_epoch(stack: Stack, size: Size, figures: Figures) -> None:
+    """A job whose one epoch takes minutes is cancelled within about a second."""
+    spec = seed(epochs=1, batch_size=1)
+    spec["dataset"]["params"]["n_samples"] = 200_000
+    job = figures.record(stack.request("POST", "/v1/jobs", json_body=spec)).json()
+    deadline = time.monotonic() + 60
+    while stack.request("GET", f"/v1/jobs/{job['id']}").json()["status"] != "running":
+        if time.monotonic() > deadline:
+            figures.problems.append("never started")
+            return
+        time.sleep(0.1)
+    time.sleep(1.0)
+    figures.record(stack.request("POST", f"/v1/jobs/{job['id']}/cancel"))
+    asked = time.monotonic()
+    while True:
+        state = stack.request("GET", f"/v1/jobs/{job['id']}").json()
+        if state["status"] != "running" or time.monotonic() - asked > 30:
+            break
+        time.sleep(0.05)
+    took = time.monotonic() - asked
+    figures.expect(state["status"] == "cancelled" and took < 3, f"{state['status']} after {took}")
+    figures.notes = f"cancelled {took:.2f} s after the request, mid-epoch"
+
+
+CASES: dict[str, Callable[[Stack, Size, Figures], None]] = {
+    "csv header 60k columns": csv_header,
+    "wide csv uploads": csv_uploads,
+    "huge network": huge_network,
+    "huge dataset": huge_dataset,
+    "queue flood": queue_flood,
+    "strings as numbers": strings_as_numbers,
+    "cancel a long epoch": cancel_long_epoch,
+}
+
+
+def _seconds(later: str, earlier: str) -> float:
+    from datetime import datetime
+
+    return (datetime.fromisoformat(later) - datetime.fromisoformat(earlier)).total_seconds()
+
+
+def _cancel_all(stack: Stack, tenant: str, figures: Figures) -> None:
+    """Cancel the tenant's waiting jobs (the flood is not needed once measured)."""
+    while True:
+        page = stack.request("GET", "/v1/jobs?status=queued&limit=100", tenant=tenant).json()
+        ids = [job["id"] for job in page["items"]]
+        if not ids:
+            return
+        in_parallel(len(ids), partial(_cancel, stack, ids, tenant))
+
+
+def _cancel(stack: Stack, ids: list[str], tenant: str, i: int) -> Answer:
+    return stack.request("POST", f"/v1/jobs/{ids[i]}/cancel", tenant=tenant)
+
+
+def run_case(stack: Stack, name: str, size: Size) -> Figures:
+    figures = Figures(name, stack.database)
+    with other_tenant(stack, figures):
+        try:
+            CASES[name](stack, size, figures)
+        except Exception as exc:  # a case that breaks is a failed case, with its reason
+            figures.problems.append(f"{type(exc).__name__}: {exc}")
+    return figures
+
+
+@contextmanager
+def stack_for(database: str, **env: str) -> Iterator[Stack]:
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as cleanup:
+        yield Stack(Path(tmp), database, cleanup, **env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.abuse")
+    parser.add_argument("--short", action="store_true", help="the short form, as make test runs")
+    parser.add_argument("--case", action="append", help="only these cases (repeatable)")
+    args = parser.parse_args(argv)
+    logging.disable(logging.WARNING)
+    size = Size.short() if args.short else Size.full()
+    ok = True
+    for database in ("sqlite", "postgresql"):
+        try:
+            with stack_for(database) as stack:
+                for name in args.case or CASES:
+                    figures = run_case(stack, name, size)
+                    print(figures.line(), flush=True)
+                    ok = ok and figures.ok
+        except LookupError as exc:
+            print(f"skip [{database}]: {exc}", flush=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
