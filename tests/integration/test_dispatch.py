@@ -19,7 +19,9 @@ from core import migrate
 from core.db import Database
 from core.models import Job, Worker
 from core.settings import Settings
+from core.spec import parse_spec
 from service.app import create_app
+from service.jobs import create_job
 from tests.conftest import add_keys, auth
 from tests.support import WorkerProcess, postgres_admin_url, redis_url, scratch_postgres
 
@@ -124,3 +126,22 @@ def test_another_tenants_job_starts_within_two_job_lengths(
         f"started after {waited:.2f} s; one job takes {length:.2f} s (2 worker slots)"
     )
     assert waited <= 2 * length + 0.5  # dispatch and broker delivery on top
+
+
+def test_a_job_never_sent_is_sent_by_the_workers_within_seconds(
+    two_workers: tuple[Any, Database],
+) -> None:
+    """The API died between its commit and its send: the job waits unsent, and the workers'
+    dispatchers send it at their next pass (DISPATCH_INTERVAL_SECONDS), not minutes later."""
+    client, database = two_workers
+    with database.session() as session:
+        job = create_job(parse_spec(TINY), session=session, tenant_id="alice")  # no dispatch
+        job_id = job.id
+    started = time.monotonic()
+    while True:
+        answer = client.get(f"/v1/jobs/{job_id}", headers=auth("alice")).get_json()
+        if answer["status"] == "succeeded":
+            break
+        assert time.monotonic() - started < 10, answer
+        time.sleep(0.05)
+    print(f"\nan unsent job was sent and trained {time.monotonic() - started:.2f} s later")
