@@ -22,7 +22,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,19 +31,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import redis
-
-from core import migrate
-from core.db import Database
 from core.settings import Settings
-from tests.conftest import KEYS, add_keys
+from tests.conftest import KEYS
 from tests.live import Gunicorn
 from tests.support import (
     SEED_SPEC,
+    TINY_SPEC,
     WorkerProcess,
-    postgres_admin_url,
+    private_queue,
     redis_url,
-    scratch_postgres,
+    scratch_database,
 )
 
 Json = Any
@@ -126,22 +122,13 @@ class Stack:
     """gunicorn (shipped config) + one Celery worker + Redis + a database, all real processes."""
 
     def __init__(self, tmp: Path, database: str, cleanup: ExitStack, **env: str) -> None:
-        if database == "postgresql":
-            admin = postgres_admin_url()
-            if admin is None:
-                raise LookupError("PostgreSQL does not answer")
-            url = cleanup.enter_context(scratch_postgres(admin))
-        else:
-            url = f"sqlite:///{tmp / 'service.db'}"
-        migrate.upgrade(url)
-        db = Database(url)
-        add_keys(db)
-        db.dispose()
+        url = scratch_database(database, tmp, cleanup)
+        if url is None:
+            raise LookupError("PostgreSQL does not answer")
         broker = redis_url()
         if broker is None:
             raise LookupError("the abuse suite needs Redis (the production broker)")
-        queue = f"trainsvc-abuse-{uuid.uuid4().hex[:8]}"
-        cleanup.callback(lambda: redis.Redis.from_url(broker).delete(queue))
+        queue = private_queue(broker, cleanup)
         self.env = {
             "DATABASE_URL": url,
             "BROKER_URL": broker,
@@ -304,21 +291,10 @@ def huge_dataset(stack: Stack, size: Size, figures: Figures) -> None:
         figures.notes = answer.json()["error"]["message"][:80]
 
 
-TINY = {
-    "dataset": {"builtin": "make_moons", "params": {"n_samples": 100, "noise": 0.1}},
-    "layers": [
-        {"type": "dense", "units": 4, "activation": "relu"},
-        {"type": "dense", "units": 2, "activation": "softmax"},
-    ],
-    "loss": "sparse_categorical_crossentropy",
-    "epochs": 20,
-}
-
-
 def queue_flood(stack: Stack, size: Size, figures: Figures) -> None:
     """One tenant queues many one-epoch jobs; another's job starts within two job lengths."""
     in_parallel(
-        size.flood, lambda _: figures.record(stack.request("POST", "/v1/jobs", json_body=TINY))
+        size.flood, lambda _: figures.record(stack.request("POST", "/v1/jobs", json_body=TINY_SPEC))
     )
     deadline = time.monotonic() + 120
     while True:  # the flood is being worked through
@@ -328,7 +304,9 @@ def queue_flood(stack: Stack, size: Size, figures: Figures) -> None:
         time.sleep(0.2)
     lengths = [_seconds(j["finished_at"], j["started_at"]) for j in done]
     length = statistics.median(lengths) if lengths else float("nan")
-    bob = figures.record(stack.request("POST", "/v1/jobs", tenant="bob", json_body=TINY)).json()
+    bob = figures.record(
+        stack.request("POST", "/v1/jobs", tenant="bob", json_body=TINY_SPEC)
+    ).json()
     while True:
         job = stack.request("GET", f"/v1/jobs/{bob['id']}", tenant="bob").json()
         if job["started_at"] is not None or time.monotonic() > deadline:

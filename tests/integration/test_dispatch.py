@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import statistics
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import datetime
@@ -12,58 +11,37 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from sqlalchemy import select, update
 
-from core import migrate
 from core.db import Database
 from core.models import Job, Worker
 from core.settings import Settings
 from core.spec import parse_spec
 from service.app import create_app
 from service.jobs import create_job
-from tests.conftest import add_keys, auth
-from tests.support import WorkerProcess, postgres_admin_url, redis_url, scratch_postgres
+from tests.conftest import auth
+from tests.support import TINY_SPEC, WorkerProcess, private_queue, redis_url, scratch_database
 
 pytestmark = pytest.mark.integration
-
-TINY = {
-    "dataset": {"builtin": "make_moons", "params": {"n_samples": 100, "noise": 0.1}},
-    "layers": [
-        {"type": "dense", "units": 4, "activation": "relu"},
-        {"type": "dense", "units": 2, "activation": "softmax"},
-    ],
-    "loss": "sparse_categorical_crossentropy",
-    "epochs": 20,
-}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def two_workers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Any, Database]]:
     """The API in-process and two worker processes (one pool slot each) on a private queue."""
     with ExitStack() as cleanup:
-        if request.param == "postgresql":
-            admin = postgres_admin_url()
-            if admin is None:
-                pytest.skip("PostgreSQL is not answering on this machine")
-            url = cleanup.enter_context(scratch_postgres(admin))
-        else:
-            url = f"sqlite:///{tmp_path / 'service.db'}"
-        migrate.upgrade(url)
+        url = scratch_database(request.param, tmp_path, cleanup)
+        if url is None:
+            pytest.skip("PostgreSQL is not answering on this machine")
         database = Database(url)
         cleanup.callback(database.dispose)
-        add_keys(database)
         broker = redis_url() or f"filesystem://{tmp_path / 'broker'}"
-        queue_name = f"trainsvc-test-{uuid.uuid4().hex[:8]}"
         env = {
             "DATABASE_URL": url,
             "BROKER_URL": broker,
-            "QUEUE_NAME": queue_name,
+            "QUEUE_NAME": private_queue(broker, cleanup),
             "VAR_DIR": str(tmp_path),
             "TENANT_MAX_RUNNING": "0",
         }
-        if broker.startswith("redis"):
-            cleanup.callback(lambda: redis.Redis.from_url(broker).delete(queue_name))
         for i in range(2):
             worker = WorkerProcess(env, tmp_path / f"worker{i}.log")
             cleanup.callback(worker.stop)
@@ -88,7 +66,7 @@ def test_another_tenants_job_starts_within_two_job_lengths(
 ) -> None:
     client, database = two_workers
     for _ in range(200):
-        answer = client.post("/v1/jobs", json=TINY, headers=auth("alice"))
+        answer = client.post("/v1/jobs", json=TINY_SPEC, headers=auth("alice"))
         assert answer.status_code == 202, answer.get_json()
     # Let a's jobs run a while, so the queue is busy and job lengths are known.
     deadline = time.monotonic() + 120
@@ -104,7 +82,7 @@ def test_another_tenants_job_starts_within_two_job_lengths(
         assert time.monotonic() < deadline
         time.sleep(0.1)
     length = statistics.median(seconds(j.finished_at, j.started_at) for j in done)
-    b_id = client.post("/v1/jobs", json=TINY, headers=auth("bob")).get_json()["id"]
+    b_id = client.post("/v1/jobs", json=TINY_SPEC, headers=auth("bob")).get_json()["id"]
     while True:
         with database.session() as session:
             b = session.get(Job, b_id)
@@ -135,7 +113,7 @@ def test_a_job_never_sent_is_sent_by_the_workers_within_seconds(
     dispatchers send it at their next pass (DISPATCH_INTERVAL_SECONDS), not minutes later."""
     client, database = two_workers
     with database.session() as session:
-        job = create_job(parse_spec(TINY), session=session, tenant_id="alice")  # no dispatch
+        job = create_job(parse_spec(TINY_SPEC), session=session, tenant_id="alice")  # no dispatch
         job_id = job.id
     started = time.monotonic()
     while True:
