@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import argparse
 import copy
+import http.cookiejar
 import json
 import logging
+import re
 import statistics
 import sys
 import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -355,7 +358,166 @@ def cancel_long_epoch(stack: Stack, size: Size, figures: Figures) -> None:
     figures.notes = f"cancelled {took:.2f} s after the request, mid-epoch"
 
 
+def nested(depth: int) -> bytes:
+    return b'{"a": ' * depth + b"1" + b"}" * depth
+
+
+def deep_json(stack: Stack, size: Size, figures: Figures) -> None:
+    """JSON nested 1,000 deep to submit and predict: 400 saying so, no RecursionError."""
+    for path in ("/v1/jobs", "/v1/jobs?dry_run=true", "/v1/models/none/predict"):
+        answer = figures.record(
+            stack.request(
+                "POST", path, data=nested(1000), headers={"Content-Type": "application/json"}
+            )
+        )
+        figures.expect(answer.status == 400, f"{path}: {answer.status}")
+
+
+def bad_queries(stack: Stack, size: Size, figures: Figures) -> None:
+    """`?limit=²` (a digit to isdigit(), not to int()), and other bad query strings: 422."""
+    for query in ("limit=²", "limit=-1", "limit=1e3", "status=lost", "cursor=" + "x" * 5000):
+        answer = figures.record(stack.request("GET", f"/v1/jobs?{query}"))
+        figures.expect(answer.status == 422, f"?{query[:20]}: {answer.status}")
+    answer = figures.record(stack.request("POST", "/v1/jobs?dry_run=maybe", json_body=seed()))
+    figures.expect(answer.status == 422, f"dry_run=maybe: {answer.status}")
+
+
+def nul_and_long_strings(stack: Stack, size: Size, figures: Figures) -> None:
+    """A NUL or an over-long string in ids, cursors, names, labels, CSV headers: 422, not 500."""
+    for path in ("/v1/jobs/a%00b", "/v1/models/a%00b", "/v1/datasets/a%00b", "/v1/jobs?cursor=%00"):
+        answer = figures.record(stack.request("GET", path))
+        figures.expect(answer.status in (404, 422), f"{path}: {answer.status}")
+    spec = seed(name="a\x00b")
+    figures.expect(
+        figures.record(stack.request("POST", "/v1/jobs", json_body=spec)).status == 422,
+        "NUL in a job name",
+    )
+    csv = b"a,b,label\n1,2,0\n3,4,1\n"
+    for query in ("label=label&name=a%00b", "label=" + "l" * 300, "label=a%00b"):
+        answer = figures.record(
+            stack.request(
+                "POST", f"/v1/datasets?{query}", data=csv, headers={"Content-Type": "text/csv"}
+            )
+        )
+        figures.expect(answer.status == 422, f"?{query[:20]}: {answer.status}")
+    header = b"a\x00,b,label\n1,2,0\n3,4,1\n"
+    answer = figures.record(
+        stack.request(
+            "POST", "/v1/datasets?label=label", data=header, headers={"Content-Type": "text/csv"}
+        )
+    )
+    figures.expect(answer.status == 422, f"NUL in a CSV header: {answer.status}")
+
+
+def predict_overflow(stack: Stack, size: Size, figures: Figures) -> None:
+    """A row of 1e308 never answers a fake class: 422 naming the row (the model must exist)."""
+    job = figures.record(stack.request("POST", "/v1/jobs", json_body=seed(epochs=2))).json()
+    deadline = time.monotonic() + 60
+    while True:
+        state = stack.request("GET", f"/v1/jobs/{job['id']}").json()
+        if state["status"] != "queued" and state["status"] != "running":
+            break
+        figures.expect(time.monotonic() < deadline, "the job did not finish")
+        time.sleep(0.1)
+    rows = {"instances": [[1e308] * 20, [0.0] * 20]}
+    answer = figures.record(
+        stack.request("POST", f"/v1/models/{state['model_id']}/predict", json_body=rows)
+    )
+    figures.expect(answer.status == 422, f"answered {answer.status}")
+    strings = {"instances": [["1"] * 20]}
+    answer = figures.record(
+        stack.request("POST", f"/v1/models/{state['model_id']}/predict", json_body=strings)
+    )
+    figures.expect(answer.status == 422, f"strings: {answer.status}")
+
+
+def wrong_keys(stack: Stack, size: Size, figures: Figures) -> None:
+    """Wrong keys from one address: 401, then 429 with Retry-After once over the documented rate."""
+    for i in range(size.wrong_keys):
+        answer = figures.record(
+            stack.request("GET", "/v1/jobs", tenant=None, headers={"Authorization": f"Bearer k{i}"})
+        )
+        figures.expect(answer.status in (401, 429), f"key {i}: {answer.status}")
+    figures.expect(figures.statuses.get(429, 0) > 0, "never throttled")
+    ok = stack.request("GET", "/v1/jobs", tenant="bob")
+    figures.notes = f"a good key from the same address then answered {ok.status}"
+
+
+class Browser:
+    """A dashboard user: a cookie jar, the CSRF token, forms posted like a browser posts them."""
+
+    TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(self.jar), _NoRedirect()
+        )
+        self.token = ""
+
+    def get(self, path: str) -> Answer:
+        answer = self.send(urllib.request.Request(self.stack.url + path))
+        if match := self.TOKEN.search(answer.body.decode(errors="replace")):
+            self.token = match.group(1)
+        return answer
+
+    def post(self, path: str, form: dict[str, str]) -> Answer:
+        data = urllib.parse.urlencode({**form, "csrf_token": self.token}).encode()
+        return self.send(urllib.request.Request(self.stack.url + path, data=data, method="POST"))
+
+    def send(self, request: urllib.request.Request) -> Answer:
+        started = time.monotonic()
+        try:
+            with self.opener.open(request, timeout=60) as response:
+                body, status = response.read(), response.status
+        except urllib.error.HTTPError as error:
+            body, status = error.read(), error.code
+        return Answer(status, time.monotonic() - started, body)
+
+    def sign_in(self, tenant: str = "alice") -> Answer:
+        self.get("/ui/login")
+        answer = self.post("/ui/login", {"api_key": KEYS[tenant]})
+        self.get("/")
+        return answer
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # a redirect is an answer of its own (303 to the login page, say)
+
+
+def dashboard_forms(stack: Stack, size: Size, figures: Figures) -> None:
+    """The dashboard's forms: JSON nested 1,000 deep and a 4,301-digit number are 4xx."""
+    browser = Browser(stack)
+    figures.record(browser.sign_in())
+    for text in (nested(1000).decode(), '{"epochs": ' + "9" * 4301 + "}"):
+        answer = figures.record(browser.post("/ui/jobs/new", {"spec": text, "action": "check"}))
+        figures.expect(400 <= answer.status < 500, f"{text[:12]}…: {answer.status}")
+
+
+def sign_out_replay(stack: Stack, size: Size, figures: Figures) -> None:
+    """After signing out, the old session cookie is signed out too (it is ended on the server)."""
+    browser = Browser(stack)
+    figures.record(browser.sign_in())
+    cookies = list(browser.jar)
+    figures.expect(figures.record(browser.get("/")).status == 200, "not signed in")
+    figures.record(browser.post("/ui/logout", {}))
+    replay = Browser(stack)
+    for cookie in cookies:
+        replay.jar.set_cookie(cookie)
+    answer = figures.record(replay.get("/"))
+    figures.expect(answer.status in (302, 303, 401), f"the old cookie answered {answer.status}")
+    figures.notes = f"the old cookie after sign-out answered {answer.status}"
+
+
 CASES: dict[str, Callable[[Stack, Size, Figures], None]] = {
+    "dashboard forms": dashboard_forms,
+    "sign-out replay": sign_out_replay,
+    "deep json": deep_json,
+    "bad query strings": bad_queries,
+    "nul and long strings": nul_and_long_strings,
+    "predict overflow": predict_overflow,
     "csv header 60k columns": csv_header,
     "wide csv uploads": csv_uploads,
     "huge network": huge_network,
@@ -363,6 +525,7 @@ CASES: dict[str, Callable[[Stack, Size, Figures], None]] = {
     "queue flood": queue_flood,
     "strings as numbers": strings_as_numbers,
     "cancel a long epoch": cancel_long_epoch,
+    "wrong keys": wrong_keys,  # last: it may throttle this address for a minute
 }
 
 
