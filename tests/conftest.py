@@ -13,9 +13,7 @@ from core import migrate
 from core.db import Database
 from core.settings import Settings
 from service.app import create_app
-from service.auth import ensure_api_key
-
-KEYS = {"alice": "key-alice-0123456789", "bob": "key-bob-0123456789"}
+from tests.support import KEYS, add_keys
 
 
 class RecordingQueue:
@@ -35,19 +33,12 @@ def auth(tenant: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {KEYS[tenant]}"}
 
 
-def add_keys(database: Database) -> None:
-    with database.begin() as session:
-        for tenant, key in KEYS.items():
-            ensure_api_key(session, tenant, key)
-
-
 def api_settings(url: str, folder: Path) -> Settings:
-    """Settings for an API test on the migrated database at `url`, with the test keys added.
+    """Settings for an API test on the database at `url` (migrated, holding the test keys).
 
     Failed authentications are not throttled: Redis counts them per client address across every
     test run on this machine (the tests of that limit set their own).
     """
-    add_keys(Database(url))
     return Settings(
         database_url=url,
         var_dir=folder,
@@ -60,6 +51,7 @@ def api_settings(url: str, folder: Path) -> Settings:
 def settings(tmp_path: Path) -> Settings:
     url = f"sqlite:///{tmp_path / 'api.db'}"
     migrate.upgrade(url)
+    add_keys(Database(url))
     return api_settings(url, tmp_path)
 
 
