@@ -94,10 +94,12 @@ def _failures() -> tuple[RateLimiter, str]:
     """The failed-authentication limiter and this request's key in it: the client address.
 
     The address is the connection's, or X-Forwarded-For's when TRUSTED_PROXIES says proxies set
-    it (werkzeug's ProxyFix).
+    it (werkzeug's ProxyFix). The key names the queue too: services sharing one Redis (each
+    with its own QUEUE_NAME) keep their own counts.
     """
     limiter: RateLimiter = current_app.extensions["trainsvc.auth_failures"]
-    return limiter, f"auth-failures:{request.remote_addr or 'unknown'}"
+    queue = current_app.config["TRAINSVC_SETTINGS"].queue_name
+    return limiter, f"auth-failures:{queue}:{request.remote_addr or 'unknown'}"
 
 
 def _too_many(wait: float) -> ApiError:

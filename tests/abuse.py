@@ -375,8 +375,11 @@ def deep_json(stack: Stack, size: Size, figures: Figures) -> None:
 
 def bad_queries(stack: Stack, size: Size, figures: Figures) -> None:
     """`?limit=²` (a digit to isdigit(), not to int()), and other bad query strings: 422."""
-    for query in ("limit=²", "limit=-1", "limit=1e3", "status=lost", "cursor=" + "x" * 5000):
-        answer = figures.record(stack.request("GET", f"/v1/jobs?{query}"))
+    # A cursor past any id, yet under gunicorn's 4,094-byte request line (past it, gunicorn
+    # itself answers 414 before the app sees the request).
+    for query in ("limit=²", "limit=-1", "limit=1e3", "status=lost", "cursor=" + "x" * 2000):
+        sent = urllib.parse.quote(query, safe="=")  # a URL is ASCII: ² goes as %C2%B2
+        answer = figures.record(stack.request("GET", f"/v1/jobs?{sent}"))
         figures.expect(answer.status == 422, f"?{query[:20]}: {answer.status}")
     answer = figures.record(stack.request("POST", "/v1/jobs?dry_run=maybe", json_body=seed()))
     figures.expect(answer.status == 422, f"dry_run=maybe: {answer.status}")
