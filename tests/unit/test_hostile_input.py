@@ -4,6 +4,7 @@ clear 4xx, alike on SQLite and PostgreSQL (which refuses NUL in text and over-lo
 
 from __future__ import annotations
 
+import io
 import random
 import time
 from collections.abc import Iterator
@@ -20,11 +21,13 @@ from core.db import Database
 from core.models import UiSession
 from core.settings import Settings
 from service import jsonutil
+from service.app import create_app
 from service.jsonutil import MAX_JSON_DEPTH, json_depth
-from tests.conftest import KEYS, api_settings, auth
-from tests.support import scratch_database
+from tests.conftest import KEYS, RecordingQueue, api_settings, auth
+from tests.support import redis_url, scratch_database
 from tests.unit.test_api import assert_error, small_spec, submit, trained_model
 from tests.unit.test_dashboard import csrf, sign_in, submit_form
+from worker.jobs import run_job
 
 ALICE = auth("alice")
 JSON = {**ALICE, "Content-Type": "application/json"}
@@ -126,7 +129,7 @@ def test_the_dashboard_refuses_deep_and_huge_json_in_its_forms(
         page = submit_form(client, token, text)
         assert page.status_code == 400 and says in page.get_data(as_text=True)
     job_url = submit_form(client, token, small_spec()).headers["Location"]
-    assert run_to_success(database, job_url)
+    assert run_job(database, job_url.rsplit("/", 1)[-1]) == "succeeded"
     headers = {"X-CSRF-Token": token, "Content-Type": "application/json"}
     for body in (DEEP, '{"instances": [[' + LONG_NUMBER + "]]}"):
         answer = client.post(job_url + "/predict", data=body, headers=headers)
@@ -136,12 +139,6 @@ def test_the_dashboard_refuses_deep_and_huge_json_in_its_forms(
         400,
         "bad_request",
     )
-
-
-def run_to_success(database: Database, job_url: str) -> bool:
-    from worker.jobs import run_job
-
-    return run_job(database, job_url.rsplit("/", 1)[-1]) == "succeeded"
 
 
 @pytest.mark.parametrize(
@@ -232,8 +229,6 @@ def test_dataset_names_and_labels_with_a_nul_or_too_long_are_422(
         headers = {**ALICE, "Content-Type": "text/csv"}
         response = client.post(f"/v1/datasets?{query}", data=CSV, headers=headers)
     else:
-        import io
-
         fields: dict[str, Any] = {k: v for k, v in form.items() if k != "filename"}
         fields["file"] = (io.BytesIO(CSV), form.get("filename", "a.csv"))
         response = client.post("/v1/datasets", data=fields, headers=ALICE)
@@ -310,10 +305,6 @@ def test_a_session_ends_when_it_expires(client: FlaskClient, app: Flask) -> None
 
 def throttled_app(settings: Settings, limiter: str, **changes: Any) -> Flask:
     """The API allowing 3 failed authentications a minute per address, counted by `limiter`."""
-    from service.app import create_app
-    from tests.conftest import RecordingQueue
-    from tests.support import redis_url
-
     broker = "memory://" if limiter == "memory" else redis_url()
     if broker is None:
         pytest.skip("no Redis answering")
