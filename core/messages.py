@@ -29,7 +29,7 @@ def broker_options(settings: Settings) -> tuple[str, dict[str, Any]]:
         }
     # Redis re-delivers unacknowledged messages after the visibility timeout; it must outlast
     # the hard time limit (Settings.check enforces it) or a running job would be delivered twice.
-    return url, {"visibility_timeout": settings.visibility_timeout}
+    return url, {"visibility_timeout": settings.visibility_timeout, "polling_interval": 0.1}
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
