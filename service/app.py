@@ -6,7 +6,7 @@ from flask import Flask
 
 from core.db import Database
 from core.settings import Settings
-from service import dashboard, ui_auth
+from service import dashboard, events, ui_auth
 from service.api import datasets, docs, health, jobs, metrics, models
 from service.api.common import close_session
 from service.auth import KeyCache
@@ -17,6 +17,7 @@ from service.plots import PlotCache
 from service.predictions import ModelCache
 from service.queue import CeleryQueue, JobQueue
 from service.ratelimit import make_rate_limiter
+from service.streamcap import make_stream_cap
 
 
 def create_app(settings: Settings | None = None, queue: JobQueue | None = None) -> Flask:
@@ -28,6 +29,8 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None) 
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_content_length,
         MAX_PREDICT_ROWS=settings.max_predict_rows,
+        EVENTS_MAX_SECONDS=settings.events_max_seconds or None,
+        EVENTS_HEARTBEAT_SECONDS=settings.events_heartbeat_seconds,
         TRAINSVC_SETTINGS=settings,
     )
     app.extensions["trainsvc.db"] = Database(settings.database_url)
@@ -35,6 +38,11 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None) 
     app.extensions["trainsvc.models"] = ModelCache(settings.model_cache_size)
     app.extensions["trainsvc.keys"] = KeyCache()
     app.extensions["trainsvc.plots"] = PlotCache()
+    app.extensions["trainsvc.events"] = events.Hub(
+        app.extensions["trainsvc.db"],
+        make_stream_cap(settings.effective_broker_url, settings.events_max_per_tenant),
+        settings.events_poll_seconds,
+    )
     app.extensions["trainsvc.ratelimit"] = make_rate_limiter(
         settings.effective_broker_url, settings.rate_limit_per_minute
     )

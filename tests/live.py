@@ -1,4 +1,4 @@
-"""The API served over real HTTP by gunicorn (gthread, service/gunicorn_conf.py), and Chromium."""
+"""The API served over real HTTP by gunicorn (gevent, service/gunicorn_conf.py), and Chromium."""
 
 from __future__ import annotations
 
@@ -40,7 +40,6 @@ class Gunicorn(LoggedProcess):
         self,
         settings: Settings,
         log_path: Path,
-        threads: int = 4,
         workers: int = 1,
         **extra_env: str,
     ) -> None:
@@ -54,7 +53,6 @@ class Gunicorn(LoggedProcess):
             "HOST": "127.0.0.1",
             "PORT": str(self.port),
             "WEB_CONCURRENCY": str(workers),
-            "WEB_THREADS": str(threads),
             "SECRET_KEY": secrets.token_hex(16),
             "LOG_FORMAT": "text",
             "RATE_LIMIT_PER_MINUTE": "0",

@@ -9,7 +9,7 @@ from core.models import Job
 from core.spec import SpecError, parse_spec
 from core.uploads import info_lookup
 from service import events, jobs, plots
-from service.api.common import db, flag, json_body, paging, session, tenant
+from service.api.common import flag, json_body, paging, session, tenant
 from service.errors import ApiError
 from service.schemas import DryRun, JobList, JobOut, Metrics
 
@@ -93,16 +93,15 @@ def stream(job_id: str) -> ResponseReturnValue:
 
 
 def events_response(job: Job) -> Response:
-    """The job's Server-Sent Events; the stream reads the database in sessions of its own."""
+    """The job's Server-Sent Events, fed by this process's hub; 429 past the tenant's cap."""
     after = events.resume_after(request.args.get("after"), request.headers.get("Last-Event-ID"))
-    generator = events.job_events(
-        db(),
-        job.id,
-        job.tenant_id,
+    return events.stream_response(
+        current_app.extensions["trainsvc.events"],
+        job,
         after=after,
-        max_seconds=current_app.config.get("EVENTS_MAX_SECONDS"),
+        max_seconds=current_app.config["EVENTS_MAX_SECONDS"],
+        keepalive_seconds=current_app.config["EVENTS_HEARTBEAT_SECONDS"],
     )
-    return events.event_stream(generator)
 
 
 @bp.post("/<job_id>/cancel")

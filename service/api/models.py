@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
+from service import offload
 from service.api.common import json_body, session, tenant
 from service.monitoring import PREDICT_SECONDS
 from service.predictions import load_predictor, model_info, parse_instances
 from service.schemas import Prediction
+
+if TYPE_CHECKING:
+    from core.runtime import Predictor
 
 bp = Blueprint("models", __name__, url_prefix="/v1/models")
 
@@ -33,5 +39,12 @@ def predict(model_id: str) -> ResponseReturnValue:
             tenant_id=tenant(),
             cache=current_app.extensions["trainsvc.models"],
         )
-        X = parse_instances(body, predictor.n_features, current_app.config["MAX_PREDICT_ROWS"])
-        return jsonify(Prediction(model_id=model_id, **predictor.predict(X)).dump())
+        rows = current_app.config["MAX_PREDICT_ROWS"]
+        answer = offload.run(_predict, predictor, body, rows)
+        return jsonify(Prediction(model_id=model_id, **answer).dump())
+
+
+def _predict(predictor: Predictor, body: Any, max_rows: int) -> dict[str, Any]:
+    """Check the rows and predict: CPU work, run off the event loop (service.offload)."""
+    X = parse_instances(body, predictor.n_features, max_rows)
+    return predictor.predict(X)
