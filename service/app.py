@@ -6,11 +6,12 @@ from flask import Flask
 
 from core.db import Database
 from core.settings import Settings
-from service import dashboard, events, ui_auth
+from service import dashboard, ui_auth
 from service.api import datasets, docs, health, jobs, metrics, models
 from service.api.common import close_session
 from service.auth import KeyCache
 from service.errors import register_error_handlers
+from service.hub import Hub
 from service.jsonutil import FiniteJSONProvider
 from service.monitoring import make_registry
 from service.plots import PlotCache
@@ -38,9 +39,11 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None) 
     app.extensions["trainsvc.models"] = ModelCache(settings.model_cache_size)
     app.extensions["trainsvc.keys"] = KeyCache()
     app.extensions["trainsvc.plots"] = PlotCache()
-    app.extensions["trainsvc.events"] = events.Hub(
+    app.extensions["trainsvc.events"] = Hub(
         app.extensions["trainsvc.db"],
-        make_stream_cap(settings.effective_broker_url, settings.events_max_per_tenant),
+        make_stream_cap(
+            settings.effective_broker_url, settings.events_max_per_tenant, settings.queue_name
+        ),
         settings.events_poll_seconds,
     )
     app.extensions["trainsvc.ratelimit"] = make_rate_limiter(

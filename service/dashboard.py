@@ -213,7 +213,7 @@ def predict(job_id: str) -> ResponseReturnValue:
 
 @bp.get("/ui/jobs/<job_id>/events")
 def events(job_id: str) -> ResponseReturnValue:
-    return events_response(jobs.get_job(job_id, session=session(), tenant_id=g.tenant_id))
+    return events_response(job_id, g.tenant_id)
 
 
 @bp.get("/ui/jobs/<job_id>/plot.png")

@@ -13,10 +13,12 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable
-from typing import Protocol
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
 import redis
+
+from service.redis_pool import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +29,11 @@ RETRY_AFTER_SECONDS = 5
 
 
 class StreamCap(Protocol):
-    def acquire(self, tenant: str) -> str | None:
-        """Take one of the tenant's slots: its token, or None when they are all in use."""
+    def acquire(self, tenants: Sequence[str]) -> list[str | None]:
+        """Take a slot for each tenant named (maybe more than once): tokens, None where full."""
 
-    def release(self, tenant: str, token: str) -> None:
-        """Give the slot back (a second release does nothing)."""
+    def release(self, held: Iterable[tuple[str, str]]) -> None:
+        """Give these (tenant, token) slots back (a second release does nothing)."""
 
     def renew(self, held: Iterable[tuple[str, str]]) -> None:
         """Extend the lease of these (tenant, token) slots, the streams still open here."""
@@ -40,11 +42,11 @@ class StreamCap(Protocol):
 class NoStreamCap:
     """Any number of streams (EVENTS_MAX_PER_TENANT=0)."""
 
-    def acquire(self, tenant: str) -> str | None:
+    def acquire(self, tenants: Sequence[str]) -> list[str | None]:
         """Every stream is allowed."""
-        return ""
+        return ["" for _ in tenants]
 
-    def release(self, tenant: str, token: str) -> None:
+    def release(self, held: Iterable[tuple[str, str]]) -> None:
         """Nothing to give back."""
 
     def renew(self, held: Iterable[tuple[str, str]]) -> None:
@@ -59,23 +61,28 @@ class MemoryStreamCap:
         self._slots: dict[str, dict[str, float]] = {}
         self._lock = threading.Lock()
 
-    def acquire(self, tenant: str) -> str | None:
-        """A token while the tenant has fewer than `limit` unexpired slots here."""
+    def acquire(self, tenants: Sequence[str]) -> list[str | None]:
+        """A token for each while its tenant has fewer than `limit` unexpired slots here."""
         now = time.monotonic()
+        tokens: list[str | None] = []
         with self._lock:
-            slots = self._slots.setdefault(tenant, {})
-            for token in [t for t, until in slots.items() if until <= now]:
-                del slots[token]
-            if len(slots) >= self.limit:
-                return None
-            token = uuid.uuid4().hex
-            slots[token] = now + self.lease
-            return token
+            for tenant in set(tenants):
+                slots = self._slots.setdefault(tenant, {})
+                for expired in [t for t, until in slots.items() if until <= now]:
+                    del slots[expired]
+            for tenant in tenants:
+                slots = self._slots[tenant]
+                token = uuid.uuid4().hex if len(slots) < self.limit else None
+                if token is not None:
+                    slots[token] = now + self.lease
+                tokens.append(token)
+        return tokens
 
-    def release(self, tenant: str, token: str) -> None:
-        """Forget the slot."""
+    def release(self, held: Iterable[tuple[str, str]]) -> None:
+        """Forget the slots."""
         with self._lock:
-            self._slots.get(tenant, {}).pop(token, None)
+            for tenant, token in held:
+                self._slots.get(tenant, {}).pop(token, None)
 
     def renew(self, held: Iterable[tuple[str, str]]) -> None:
         """Push the leases of the held slots one lease ahead."""
@@ -89,67 +96,76 @@ class MemoryStreamCap:
 class RedisStreamCap:
     """Counts in Redis, so every API process shares one cap per tenant."""
 
-    def __init__(self, url: str, limit: int, lease: float = LEASE_SECONDS) -> None:
-        self.limit, self.lease = limit, lease
-        self.client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    def __init__(
+        self, url: str, limit: int, namespace: str = "training", lease: float = LEASE_SECONDS
+    ) -> None:
+        self.limit, self.lease, self.namespace = limit, lease, namespace
+        self.client = redis_client(url)
 
-    @staticmethod
-    def key(tenant: str) -> str:
-        """The sorted set of the tenant's open streams."""
-        return f"trainsvc:streams:{tenant}"
+    def key(self, tenant: str) -> str:
+        """The sorted set of the tenant's open streams (per deployment: its queue's name)."""
+        return f"trainsvc:streams:{self.namespace}:{tenant}"
 
-    def acquire(self, tenant: str) -> str | None:
-        """Add a member, then count; over the cap, take it back out (never admits too many)."""
-        token = uuid.uuid4().hex
-        key, now = self.key(tenant), time.time()
-        try:
-            pipe = self.client.pipeline(transaction=True)
+    def acquire(self, tenants: Sequence[str]) -> list[str | None]:
+        """One transaction: drop expired members, add one each, count after each addition.
+
+        A member whose count is over the cap is taken back out: concurrent processes may refuse
+        a stream too many, never admit one.
+        """
+        if not tenants:
+            return []
+        now = time.time()
+        tokens = [uuid.uuid4().hex for _ in tenants]
+        keys = sorted({self.key(tenant) for tenant in tenants})
+        pipe = self.client.pipeline(transaction=True)
+        for key in keys:
             pipe.zremrangebyscore(key, "-inf", now)
-            pipe.zadd(key, {token: now + self.lease})
-            pipe.zcard(key)
+        for tenant, token in zip(tenants, tokens, strict=True):
+            pipe.zadd(self.key(tenant), {token: now + self.lease})
+            pipe.zcard(self.key(tenant))
+        for key in keys:
             pipe.expire(key, int(2 * self.lease))
-            count = int(pipe.execute()[2])
-            if count <= self.limit:
-                return token
-            self.client.zrem(key, token)
-            return None
+        try:
+            counts = pipe.execute()[len(keys) + 1 : len(keys) + 2 * len(tenants) : 2]
         except redis.RedisError as exc:
             # Fail open, as the rate limit does: an unreachable Redis must not refuse every stream.
             log.warning("stream cap not checked: %s", exc)
-            return ""
+            return ["" for _ in tenants]
+        admitted = [t if n <= self.limit else None for t, n in zip(tokens, counts, strict=True)]
+        self.release(
+            (tenant, t) for tenant, t, a in zip(tenants, tokens, admitted, strict=True) if a is None
+        )
+        return admitted
 
-    def release(self, tenant: str, token: str) -> None:
-        """Remove the member (its lease would run out anyway)."""
-        if not token:
-            return
-        try:
-            self.client.zrem(self.key(tenant), token)
-        except redis.RedisError as exc:
-            log.warning("stream slot not released (it expires within %gs): %s", self.lease, exc)
+    def release(self, held: Iterable[tuple[str, str]]) -> None:
+        """Remove the members, in one round trip (their leases would run out anyway)."""
+        self._each(held, lambda pipe, key, token: pipe.zrem(key, token), "released")
 
     def renew(self, held: Iterable[tuple[str, str]]) -> None:
-        """One round trip for every slot this process holds."""
+        """Push the members' leases one lease ahead, in one round trip."""
         until = time.time() + self.lease
+        self._each(held, lambda pipe, key, token: pipe.zadd(key, {token: until}), "renewed")
+
+    def _each(self, held: Iterable[tuple[str, str]], command: Any, done: str) -> None:
         pipe = self.client.pipeline(transaction=False)
-        tenants = set()
         for tenant, token in held:
-            if token:
-                pipe.zadd(self.key(tenant), {token: until})
-                tenants.add(tenant)
-        for tenant in tenants:
-            pipe.expire(self.key(tenant), int(2 * self.lease))
-        if not tenants:
+            if token:  # "" is a slot admitted while Redis was unreachable
+                command(pipe, self.key(tenant), token)
+        if not len(pipe):
             return
         try:
             pipe.execute()
         except redis.RedisError as exc:
-            log.warning("stream slots not renewed: %s", exc)
+            log.warning("stream slots not %s (they expire within %gs): %s", done, self.lease, exc)
 
 
-def make_stream_cap(broker_url: str, limit: int) -> StreamCap:
-    """Redis when it is the broker, else this process's own count; no cap when `limit` is 0."""
+def make_stream_cap(broker_url: str, limit: int, namespace: str) -> StreamCap:
+    """Redis when it is the broker, else this process's own count; no cap when `limit` is 0.
+
+    `namespace` (the queue's name) keeps deployments that share one Redis apart.
+    """
     if limit <= 0:
         return NoStreamCap()
     if broker_url.startswith(("redis://", "rediss://")):
-        return RedisStreamCap(broker_url, limit)
+        return RedisStreamCap(broker_url, limit, namespace)
     return MemoryStreamCap(limit)
