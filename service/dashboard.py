@@ -30,8 +30,9 @@ from core.uploads import info_lookup
 from service import jobs, ui_auth
 from service.api.common import session
 from service.api.jobs import events_response, plot_response
+from service.api.models import predictions
 from service.errors import ApiError, error_response, not_found
-from service.predictions import load_predictor, model_info, parse_instances
+from service.predictions import load_predictor, model_info
 from service.schemas import DryRun, JobOut, Prediction
 
 bp = Blueprint("ui", __name__)
@@ -204,8 +205,7 @@ def predict(job_id: str) -> ResponseReturnValue:
     body = request.get_json(silent=True)
     if body is None:
         raise ApiError(400, 'send the instances as JSON: {"instances": [[x, ...], ...]}')
-    X = parse_instances(body, predictor.n_features, current_app.config["MAX_PREDICT_ROWS"])
-    answer = Prediction(model_id=found.model_id, **predictor.predict(X)).dump()
+    answer = Prediction(model_id=found.model_id, **predictions(predictor, body)).dump()
     if predictor.task == "classification":
         answer["classes"] = predictor.classes  # column labels for the probabilities
     return answer

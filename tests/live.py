@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import sys
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +14,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from core.settings import Settings
-from service.stack import free_port
+from service.stack import api_command, free_port
 from tests.support import LoggedProcess
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -32,7 +31,7 @@ CHROMIUM_ARGS = [
 
 
 class Gunicorn(LoggedProcess):
-    """`gunicorn -c python:service.gunicorn_conf 'service.app:create_app()'` on a free port."""
+    """The API under gunicorn with the shipped configuration (as `make run`), on a free port."""
 
     name = "gunicorn"
 
@@ -41,6 +40,7 @@ class Gunicorn(LoggedProcess):
         settings: Settings,
         log_path: Path,
         workers: int = 1,
+        options: tuple[str, ...] = (),
         **extra_env: str,
     ) -> None:
         self.port = free_port()
@@ -58,15 +58,8 @@ class Gunicorn(LoggedProcess):
             "RATE_LIMIT_PER_MINUTE": "0",
             **extra_env,
         }
-        argv = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            "python:service.gunicorn_conf",
-            "service.app:create_app()",
-        ]
-        super().__init__(argv, env, log_path)
+        # The command `make run` uses; `options` (gunicorn's own) override the shipped config.
+        super().__init__(api_command("127.0.0.1", self.port, *options), env, log_path)
 
     def wait_ready(self, timeout: float = 30) -> None:
         self.wait_until(self._answers, timeout)

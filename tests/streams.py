@@ -248,7 +248,10 @@ def run(streams: int, tmp: Path, cleanup: ExitStack, epochs: int = 300) -> dict[
         ensure_api_key(session, "carol", CAROL_KEY)
     database.dispose()
     settings = Settings.from_env(harness.env)
-    server = Gunicorn(settings, tmp / "gunicorn.log", workers=2, LOG_LEVEL="WARNING", **env)
+    cap = env["EVENTS_MAX_PER_TENANT"]
+    server = Gunicorn(
+        settings, tmp / "gunicorn.log", workers=2, LOG_LEVEL="WARNING", EVENTS_MAX_PER_TENANT=cap
+    )
     cleanup.callback(server.stop)
     server.wait_ready()
     port = server.port

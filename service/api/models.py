@@ -39,12 +39,15 @@ def predict(model_id: str) -> ResponseReturnValue:
             tenant_id=tenant(),
             cache=current_app.extensions["trainsvc.models"],
         )
-        rows = current_app.config["MAX_PREDICT_ROWS"]
-        answer = offload.run(_predict, predictor, body, rows)
+        answer = predictions(predictor, body)
         return jsonify(Prediction(model_id=model_id, **answer).dump())
 
 
+def predictions(predictor: Predictor, body: Any) -> dict[str, Any]:
+    """The body's rows checked and predicted, off the event loop (CPU work; service.offload)."""
+    return offload.run(_predict, predictor, body, current_app.config["MAX_PREDICT_ROWS"])
+
+
 def _predict(predictor: Predictor, body: Any, max_rows: int) -> dict[str, Any]:
-    """Check the rows and predict: CPU work, run off the event loop (service.offload)."""
     X = parse_instances(body, predictor.n_features, max_rows)
     return predictor.predict(X)
