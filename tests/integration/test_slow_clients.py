@@ -26,7 +26,7 @@ from core.settings import Settings
 from service.stack import free_port
 from tests.conftest import KEYS, add_keys
 from tests.live import Gunicorn
-from tests.streams import call, percentile
+from tests.streams import call, open_stream, percentile, read_until
 from tests.support import ROOT, SEED_SPEC, LoggedProcess
 
 pytestmark = pytest.mark.integration
@@ -170,3 +170,36 @@ def test_behind_nginx_slow_clients_wait_there_and_streams_pass_unbuffered(nginx:
     assert answer.readline() == b"event: status\n"
     assert time.monotonic() - started < 2
     conn.close()
+
+
+def stream_status(port: int, job_id: str) -> int:
+    """Open one of alice's streams on the job, read the status of the answer, hang up."""
+    watcher = open_stream(port, "alice", job_id)
+    read_until([watcher], lambda: watcher.status_code != 0, timeout=10)
+    watcher.sock.close()
+    return watcher.status_code
+
+
+def test_a_client_gone_silent_frees_its_slot_at_the_next_keepalive(settings: Settings) -> None:
+    server = Gunicorn(
+        settings,
+        settings.var_dir / "one-slot.log",
+        workers=1,
+        EVENTS_MAX_PER_TENANT="1",
+        EVENTS_HEARTBEAT_SECONDS="0.5",
+    )
+    try:
+        server.wait_ready()
+        status, _, job = call(server.port, "POST", "/v1/jobs", KEYS["alice"], SEED_SPEC)
+        assert status == 202  # stays queued: its stream would stay open until EVENTS_MAX_SECONDS
+        path = f"/v1/jobs/{job['id']}/events"
+        held = open_stream(server.port, "alice", job["id"])
+        assert read_until([held], lambda: bool(held.statuses), timeout=10)
+        assert call(server.port, "GET", path, KEYS["alice"])[0] == 429
+        held.sock.close()  # gone without a word: the next keepalive fails, the slot is freed
+        deadline = time.monotonic() + 10
+        while (status := stream_status(server.port, job["id"])) != 200:
+            assert status == 429 and time.monotonic() < deadline, "the slot was never freed"
+            time.sleep(0.2)
+    finally:
+        server.stop()
