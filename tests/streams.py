@@ -248,9 +248,14 @@ def run(streams: int, tmp: Path, cleanup: ExitStack, epochs: int = 300) -> dict[
         ensure_api_key(session, "carol", CAROL_KEY)
     database.dispose()
     settings = Settings.from_env(harness.env)
-    cap = env["EVENTS_MAX_PER_TENANT"]
     server = Gunicorn(
-        settings, tmp / "gunicorn.log", workers=2, LOG_LEVEL="WARNING", EVENTS_MAX_PER_TENANT=cap
+        settings,
+        tmp / "gunicorn.log",
+        workers=2,
+        LOG_LEVEL="WARNING",
+        EVENTS_MAX_PER_TENANT=env["EVENTS_MAX_PER_TENANT"],
+        # Room for every stream in either process (the kernel need not share them evenly).
+        WEB_CONNECTIONS=str(max(Settings().web_connections, streams + 100)),
     )
     cleanup.callback(server.stop)
     server.wait_ready()
