@@ -24,14 +24,6 @@ SEED: dict[str, Any] = json.loads((ROOT / "examples" / "seed_job.json").read_tex
 KEY = "bench-key-0123456789"
 
 
-class NoQueue:
-    def enqueue(self, job_id: str) -> None:
-        pass
-
-    def ready(self) -> bool:
-        return True
-
-
 def prepare_database(tmp: Path) -> tuple[str, Database]:
     url = f"sqlite:///{tmp / 'bench.db'}"
     migrate.upgrade(url)
@@ -47,7 +39,7 @@ def train_model(db: Database, engine: str, **changes: Any) -> str:
     raw.update(engine=engine, **changes)
     spec = parse_spec(raw)
     with db.begin() as session:
-        job = create_job(spec, session=session, tenant_id="bench", queue=NoQueue())
+        job = create_job(spec, session=session, tenant_id="bench")
         job_id = job.id
     assert run_job(db, job_id) == "succeeded"
     with db.begin() as session:

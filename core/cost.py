@@ -4,12 +4,13 @@ Training a dense network costs about 6 floating-point operations per parameter p
 the forward pass, 4 for the backward pass), so an epoch costs `6 x parameters x training rows`
 and a job `x epochs`. The data costs `rows x features x 12` bytes while a job runs (float64 as
 loaded, float32 as trained). The time is the operations divided by the throughput the workers
-measured on their last jobs (`workers` table); unknown until a worker has measured one.
+measured on their last jobs (`workers` table); unknown until a worker has measured one. The
+estimate is shown, never used to refuse a job: a worker's speed on small jobs says little about
+a large one (fixed costs per batch and per epoch weigh more on small networks, and on Keras).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -39,7 +40,6 @@ class Limits:
 
     max_job_flops: int
     max_data_bytes: int
-    max_job_seconds: float  # the estimated time, when there is an estimate
 
 
 def job_cost(spec: JobSpec, flops_per_second: float | None = None) -> Cost:
@@ -78,16 +78,6 @@ def over_limits(cost: Cost, limits: Limits) -> list[tuple[str, str]]:
                 f"{_bytes(limits.max_data_bytes)} (MAX_DATA_BYTES)",
             )
         )
-    seconds = cost.estimated_seconds
-    if limits.max_job_seconds and seconds is not None and seconds > limits.max_job_seconds:
-        problems.append(
-            (
-                "epochs",
-                f"the job would train for about {_duration(seconds)} at the workers' measured "
-                f"speed, {seconds / limits.max_job_seconds:.1f} times the time limit of "
-                f"{_duration(limits.max_job_seconds)} (JOB_SOFT_TIME_LIMIT)",
-            )
-        )
     return problems
 
 
@@ -104,13 +94,3 @@ def _bytes(value: float) -> str:
         if value >= factor:
             return f"{value / factor:.3g} {unit}"
     return f"{value:.0f} B"
-
-
-def _duration(seconds: float) -> str:
-    if seconds >= 86400:
-        return f"{seconds / 86400:.3g} days"
-    if seconds >= 3600:
-        return f"{seconds / 3600:.3g} h"
-    if seconds >= 60:
-        return f"{seconds / 60:.3g} min"
-    return f"{math.ceil(seconds)} s"

@@ -17,13 +17,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.db import Database, rowcount
 from core.models import Job, Worker, utcnow
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,10 @@ UNREGISTERED_BATCH = 100
 class Quotas:
     tenant_max_running: int  # jobs in flight (sent or running) per tenant; 0: no cap
     worker_seen_within: float  # seconds: a worker silent for longer has no slots
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Quotas:
+        return cls(settings.tenant_max_running, settings.stale_after_seconds)
 
 
 def live_workers(session: Session, now: datetime, within: float) -> list[Worker]:
@@ -57,13 +62,38 @@ def in_flight(session: Session) -> dict[str, int]:
     return {tenant: int(count) for tenant, count in rows}
 
 
+def last_served(session: Session, tenants: set[str]) -> dict[str, datetime]:
+    """When each tenant last had a job sent (tenants never served are absent)."""
+    rows = session.execute(
+        select(Job.tenant_id, func.max(Job.enqueued_at))
+        .where(Job.tenant_id.in_(tenants), Job.enqueued_at.is_not(None))
+        .group_by(Job.tenant_id)
+    ).all()
+    return {tenant: at for tenant, at in rows if at is not None}
+
+
 def choose(
-    waiting: list[tuple[str, str, int]], flying: dict[str, int], free: int, max_running: int
+    waiting: list[tuple[str, str, int]],
+    flying: dict[str, int],
+    free: int,
+    max_running: int,
+    served: dict[str, datetime] | None = None,
 ) -> list[str]:
-    """Pick up to `free` of the (job id, tenant, rank within tenant) waiting, fairly."""
+    """Pick up to `free` of the (job id, tenant, rank within tenant) waiting, fairly.
+
+    A tenant's n-th waiting job ranks at n plus its jobs in flight; ties go to the tenant served
+    least recently (never served first), then to the oldest job: round-robin between tenants.
+    """
     busy = dict(flying)
+    served = served or {}
+    never = datetime.min.replace(tzinfo=UTC)
+
+    def order(w: tuple[str, str, int]) -> tuple[int, datetime, str]:
+        job_id, tenant, rank = w
+        return (flying.get(tenant, 0) + rank, _aware(served.get(tenant, never)), job_id)
+
     chosen: list[str] = []
-    for job_id, tenant, _ in sorted(waiting, key=lambda w: (flying.get(w[1], 0) + w[2], w[0])):
+    for job_id, tenant, _ in sorted(waiting, key=order):
         if len(chosen) >= free:
             break
         if max_running and busy.get(tenant, 0) >= max_running:
@@ -97,7 +127,8 @@ def dispatch_once(db: Database, send: Callable[[str], None], quotas: Quotas) -> 
                 select(unsent.c.id, unsent.c.tenant_id, unsent.c.rank).where(unsent.c.rank <= free)
             )
         ]
-    chosen = choose(waiting, flying, free, quotas.tenant_max_running)
+        served = last_served(session, {tenant for _, tenant, _ in waiting})
+    chosen = choose(waiting, flying, free, quotas.tenant_max_running, served)
     if not chosen:
         return []
     sent: list[str] = []
@@ -121,6 +152,11 @@ def dispatch_once(db: Database, send: Callable[[str], None], quotas: Quotas) -> 
     if sent:
         log.info("dispatched %d job(s)", len(sent))
     return sent
+
+
+def _aware(at: datetime) -> datetime:
+    """SQLite hands back naive datetimes; they are stored in UTC."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def register_worker(db: Database, name: str, concurrency: int) -> None:

@@ -75,6 +75,7 @@ class Job(Base):
         Index("ix_jobs_tenant_status", "tenant_id", "status"),
         Index("ix_jobs_status_heartbeat", "status", "heartbeat_at"),
         Index("ix_jobs_status_tenant_id", "status", "tenant_id", "id"),
+        Index("ix_jobs_tenant_enqueued", "tenant_id", "enqueued_at"),
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idempotency"),
     )
 

@@ -144,8 +144,7 @@ class Settings:
     # Threads TensorFlow may use per worker pool process (0: TensorFlow decides).
     tf_num_threads: int = 0
     # Admission: a job needing more floating-point operations (6 x parameters x training rows x
-    # epochs) or more memory for its data than these is refused with 422 (0: no limit); so is
-    # one the workers' measured speed says would outlast JOB_SOFT_TIME_LIMIT.
+    # epochs) or more memory for its data than these is refused with 422 (0: no limit).
     max_job_flops: int = 100_000_000_000_000
     max_data_bytes: int = 1024**3
     # Quotas per tenant: jobs in flight (sent to a worker or running; 0: no cap), and jobs

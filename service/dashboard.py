@@ -25,10 +25,11 @@ from core.losses import LOSSES
 from core.models import TERMINAL_STATUSES
 from core.optimizers import OPTIMIZERS
 from core.queries import NotFound
+from core.settings import Settings
 from core.spec import SpecError, parse_spec
 from core.uploads import info_lookup
 from service import jobs, ui_auth
-from service.api.common import session
+from service.api.common import db, session
 from service.api.jobs import events_response, plot_response
 from service.api.models import predictions
 from service.errors import ApiError, error_response, not_found
@@ -160,14 +161,24 @@ def new_job() -> ResponseReturnValue:
         return _spec_form(text, 400, problems=problems)
     except SpecError as exc:
         return _spec_form(text, 422, problems=exc.details)
-    if request.form.get("action") == "check":
-        return _spec_form(text, summary=DryRun.from_spec(spec).dump()["layers"])
-    job = jobs.create_job(
-        spec,
-        session=session(),
-        tenant_id=g.tenant_id,
-        queue=current_app.extensions["trainsvc.queue"],
-    )
+    settings: Settings = current_app.config["TRAINSVC_SETTINGS"]
+    try:
+        if request.form.get("action") == "check":
+            cost = jobs.admit(spec, session=session(), settings=settings)
+            return _spec_form(text, summary=DryRun.from_spec(spec, cost).dump())
+        job = jobs.submit_job(
+            spec,
+            session=session(),
+            tenant_id=g.tenant_id,
+            db=db(),
+            queue=current_app.extensions["trainsvc.queue"],
+            settings=settings,
+        )
+    except ApiError as exc:  # over a cost limit or the tenant's queued quota
+        if exc.status not in (422, 429):
+            raise
+        problems = exc.details or [{"field": "$", "message": exc.message}]
+        return _spec_form(text, exc.status, problems=problems)
     return redirect(url_for("ui.job", job_id=job.id), 303)
 
 

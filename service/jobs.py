@@ -7,19 +7,24 @@ import json
 import logging
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core.db import rowcount
+from core.cost import Cost, Limits, job_cost, over_limits
+from core.db import Database, rowcount
+from core.dispatch import Quotas, dispatch_once, measured_speed
 from core.models import JOB_STATUSES, Job, JobMetric, utcnow
 from core.queries import owned, page
+from core.settings import Settings
 from core.spec import JobSpec, to_stored
 from service.errors import ApiError
-from service.queue import BrokerUnavailable, JobQueue
+from service.queue import JobQueue
 from service.schemas import Epoch
 
 log = logging.getLogger(__name__)
+
+QUEUED_RETRY_AFTER = 10  # seconds: a tenant at its queued cap tries again after this
 
 
 def request_hash(payload: Any) -> str:
@@ -41,24 +46,52 @@ def find_idempotent(key: str, fingerprint: str, *, session: Session, tenant_id: 
     return job
 
 
+def admit(spec: JobSpec, *, session: Session, settings: Settings) -> Cost:
+    """The job's cost, estimated with the workers' measured speed; 422 over a limit."""
+    speed = measured_speed(session, spec.engine, settings.stale_after_seconds)
+    cost = job_cost(spec, speed)
+    limits = Limits(settings.max_job_flops, settings.max_data_bytes)
+    problems = over_limits(cost, limits)
+    if problems:
+        details = [{"field": field, "message": message} for field, message in problems]
+        raise ApiError(422, problems[0][1], code="over_limit", details=details)
+    return cost
+
+
 def create_job(
     spec: JobSpec,
     *,
     session: Session,
     tenant_id: str,
-    queue: JobQueue,
+    cost: Cost | None = None,
+    max_queued: int = 0,
     idempotency: tuple[str, str] | None = None,
 ) -> Job:
-    """Record the job, commit, then send its id to the broker.
+    """Record the job, queued and not yet sent; a dispatcher pass sends it when a slot is free.
 
-    If the broker is down the job stays recorded as queued, and the workers' reaper sends it
-    once the broker answers again: a job accepted with 202 is never lost. With an idempotency
-    (key, body fingerprint), a repeated request returns the job the first one created.
+    A job accepted with 202 is never lost: it is in the database before anything is sent, and
+    every worker's dispatcher sends waiting jobs once the broker answers. With an idempotency
+    (key, body fingerprint), a repeated request returns the job the first one created. Over
+    `max_queued` waiting jobs of this tenant (0: no cap), 429.
     """
     if idempotency is not None:
         existing = find_idempotent(*idempotency, session=session, tenant_id=tenant_id)
         if existing is not None:
             return existing
+    if max_queued:
+        waiting = session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.tenant_id == tenant_id, Job.status == "queued")
+        )
+        if waiting is not None and waiting >= max_queued:
+            raise ApiError(
+                429,
+                f"this tenant has {waiting:,} queued jobs, the most it may have waiting "
+                f"(TENANT_MAX_QUEUED={max_queued:,}); wait for some to start, or cancel some",
+                code="too_many_queued",
+                headers={"Retry-After": str(QUEUED_RETRY_AFTER)},
+            )
     job = Job(
         tenant_id=tenant_id,
         name=spec.name,
@@ -69,9 +102,10 @@ def create_job(
         attempts=0,
         progress_epoch=0,
         cancel_requested=False,
-        enqueued_at=utcnow(),
+        enqueued_at=None,
         idempotency_key=idempotency[0] if idempotency else None,
         request_hash=idempotency[1] if idempotency else None,
+        cost=cost.as_dict() if cost is not None else None,
     )
     session.add(job)
     try:
@@ -83,13 +117,41 @@ def create_job(
         if winner is None:
             raise
         return winner
+    return job
+
+
+def dispatch(db: Database, queue: JobQueue, settings: Settings) -> None:
+    """One dispatcher pass from the API, so a job starts at once when a worker slot is free."""
     try:
-        queue.enqueue(job.id)
-    except BrokerUnavailable as exc:
-        log.warning("job %s recorded but not sent (%s); the reaper will send it", job.id, exc)
-        session.execute(update(Job).where(Job.id == job.id).values(enqueued_at=None))
-        session.commit()
-        session.refresh(job)
+        dispatch_once(
+            db, queue.enqueue, Quotas(settings.tenant_max_running, settings.stale_after_seconds)
+        )
+    except Exception:  # the database or broker hiccuped: the workers' dispatchers send it
+        log.exception("dispatcher pass after a submit failed")
+
+
+def submit_job(
+    spec: JobSpec,
+    *,
+    session: Session,
+    tenant_id: str,
+    db: Database,
+    queue: JobQueue,
+    settings: Settings,
+    idempotency: tuple[str, str] | None = None,
+) -> Job:
+    """Admit the job by its cost and the tenant's quota, record it, and dispatch."""
+    cost = admit(spec, session=session, settings=settings)
+    job = create_job(
+        spec,
+        session=session,
+        tenant_id=tenant_id,
+        cost=cost,
+        max_queued=settings.tenant_max_queued,
+        idempotency=idempotency,
+    )
+    dispatch(db, queue, settings)
+    session.refresh(job)
     return job
 
 

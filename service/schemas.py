@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.cost import Cost
 from core.models import Dataset, Job, JobMetric, Model
 from core.spec import JobSpec
 
@@ -74,6 +75,17 @@ class Training(Out):
     restored_best_weights: bool
 
 
+class CostOut(Out):
+    params: int
+    fit_rows: int = Field(description="Rows trained on per epoch (the validation rows excluded).")
+    flops_per_epoch: int = Field(description="6 x params x fit_rows.")
+    flops: int = Field(description="flops_per_epoch x epochs: what MAX_JOB_FLOPS bounds.")
+    data_bytes: int = Field(description="The data's memory while it trains (MAX_DATA_BYTES).")
+    estimated_seconds: float | None = Field(
+        description="flops / the workers' measured speed; null until a worker has measured one."
+    )
+
+
 class JobOut(Out):
     id: str
     name: str | None
@@ -92,6 +104,7 @@ class JobOut(Out):
     attempts: int
     cancel_requested: bool
     training: Training | None
+    cost: CostOut | None = Field(description="What the job costs, as worked out at submission.")
     spec: dict[str, Any] = Field(description="The job spec, with every default filled in.")
 
     @classmethod
@@ -108,6 +121,7 @@ class JobOut(Out):
             metrics=job.metrics or {},
             error=error,
             training=job.info,
+            cost=job.cost,
         )
 
 
@@ -151,10 +165,12 @@ class DryRun(Out):
     total_params: int
     trainable_params: int
     non_trainable_params: int
+    cost: CostOut
 
     @classmethod
-    def from_spec(cls, spec: JobSpec) -> DryRun:
-        """The model a valid spec describes: each layer's output shape and parameters."""
+    def from_spec(cls, spec: JobSpec, cost: Cost) -> DryRun:
+        """The model a valid spec describes: each layer's output shape and parameters, and its
+        cost."""
         counts = spec.param_counts()
         return cls(
             valid=True,
@@ -164,6 +180,7 @@ class DryRun(Out):
             total_params=counts.total,
             trainable_params=counts.trainable,
             non_trainable_params=counts.non_trainable,
+            cost=CostOut.model_validate(cost.as_dict()),
         )
 
 

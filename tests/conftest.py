@@ -13,9 +13,7 @@ from core import migrate
 from core.db import Database
 from core.settings import Settings
 from service.app import create_app
-from service.auth import ensure_api_key
-
-KEYS = {"alice": "key-alice-0123456789", "bob": "key-bob-0123456789"}
+from tests.support import KEYS, add_keys
 
 
 class RecordingQueue:
@@ -33,12 +31,6 @@ class RecordingQueue:
 
 def auth(tenant: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {KEYS[tenant]}"}
-
-
-def add_keys(database: Database) -> None:
-    with database.begin() as session:
-        for tenant, key in KEYS.items():
-            ensure_api_key(session, tenant, key)
 
 
 @pytest.fixture

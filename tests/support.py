@@ -8,7 +8,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,9 @@ import redis
 import sqlalchemy as sa
 from flask.testing import FlaskClient
 
-from core.db import normalize_url
+from core import migrate
+from core.db import Database, normalize_url
+from service.auth import ensure_api_key
 from service.stack import redis_answers, redis_command, worker_command
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,6 +65,58 @@ def scratch_postgres(admin_url: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+KEYS = {"alice": "key-alice-0123456789", "bob": "key-bob-0123456789"}
+
+
+def add_keys(database: Database) -> None:
+    """Register the test tenants' API keys."""
+    with database.begin() as session:
+        for tenant, key in KEYS.items():
+            ensure_api_key(session, tenant, key)
+
+
+def scratch_database(kind: str, tmp: Path, cleanup: ExitStack) -> str | None:
+    """A migrated database holding the test keys: a SQLite file under `tmp`, or ("postgresql")
+    a fresh PostgreSQL database dropped at cleanup; None when PostgreSQL does not answer."""
+    if kind == "postgresql":
+        admin = postgres_admin_url()
+        if admin is None:
+            return None
+        url = cleanup.enter_context(scratch_postgres(admin))
+    else:
+        url = f"sqlite:///{tmp / 'service.db'}"
+    migrate.upgrade(url)
+    database = Database(url)
+    add_keys(database)
+    database.dispose()
+    return url
+
+
+def private_queue(broker: str, cleanup: ExitStack) -> str:
+    """A queue name of this test's own, deleted from Redis at cleanup."""
+    queue = f"trainsvc-test-{uuid.uuid4().hex[:8]}"
+    if broker.startswith("redis"):
+        cleanup.callback(delete_queue, broker, queue)
+    return queue
+
+
+def delete_queue(url: str, queue: str) -> None:
+    with suppress(redis.RedisError):
+        redis.Redis.from_url(url, socket_connect_timeout=1).delete(queue)
+
+
+# A job that trains in a fraction of a second.
+TINY_SPEC: dict[str, Any] = {
+    "dataset": {"builtin": "make_moons", "params": {"n_samples": 100, "noise": 0.1}},
+    "layers": [
+        {"type": "dense", "units": 4, "activation": "relu"},
+        {"type": "dense", "units": 2, "activation": "softmax"},
+    ],
+    "loss": "sparse_categorical_crossentropy",
+    "epochs": 20,
+}
 
 
 class LoggedProcess:
@@ -112,7 +166,9 @@ class WorkerProcess(LoggedProcess):
     name = "worker"
 
     def __init__(self, env: dict[str, str], log_path: Path, concurrency: int = 1) -> None:
-        argv = [*worker_command(env["QUEUE_NAME"], concurrency), "--without-heartbeat"]
+        # A node name of its own: several test workers on one host count as several workers.
+        node = f"w{uuid.uuid4().hex[:8]}@%h"
+        argv = [*worker_command(env["QUEUE_NAME"], concurrency), "--without-heartbeat", "-n", node]
         super().__init__(argv, env, log_path)
 
     def wait_ready(self, timeout: float = 60) -> None:

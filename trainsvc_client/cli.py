@@ -294,6 +294,31 @@ def print_summary_table(summary: Json, out: TextIO) -> None:
         f"non-trainable {summary['non_trainable_params']:,})",
         file=out,
     )
+    cost = summary.get("cost")
+    if cost:
+        print(f"cost: {cost_text(cost)}", file=out)
+
+
+def cost_text(cost: Json) -> str:
+    """A job's cost in one line: operations, data and (when known) the time estimate."""
+    seconds = cost.get("estimated_seconds")
+    estimate = (
+        f"about {fmt_seconds(seconds)} of training at the workers' measured speed"
+        if seconds is not None
+        else "no time estimate yet (no worker has measured its speed)"
+    )
+    return (
+        f"{cost['flops']:.3g} FLOP ({cost['flops_per_epoch']:.3g} per epoch), "
+        f"{cost['data_bytes'] / 2**20:.3g} MiB of data; {estimate}"
+    )
+
+
+def fmt_seconds(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.3g} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.3g} min"
+    return f"{seconds:.3g} s"
 
 
 def cmd_wait(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

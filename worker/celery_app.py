@@ -23,7 +23,7 @@ class TrainingCelery(Celery):
 
     @property
     def quotas(self) -> Quotas:
-        return Quotas(self.settings.tenant_max_running, self.settings.stale_after_seconds)
+        return Quotas.from_settings(self.settings)
 
     def enqueue(self, job_id: str) -> None:
         """Send a job's id to the training queue."""
@@ -71,6 +71,7 @@ class HousekeepingStep(bootsteps.StartStopStep):
         self.name = worker.hostname
         concurrency = int(worker.concurrency or 1)
         settings = app.settings
+        self.dispatch(app, self.name, concurrency)  # registered (its slots count) at once
         self.trefs = [
             worker.timer.call_repeatedly(
                 settings.dispatch_interval_seconds,

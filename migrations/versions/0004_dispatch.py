@@ -30,9 +30,12 @@ def upgrade() -> None:
         batch.add_column(sa.Column("cost", sa.JSON))
     # The dispatcher looks for queued jobs not yet sent, per tenant, oldest first.
     op.create_index("ix_jobs_status_tenant_id", "jobs", ["status", "tenant_id", "id"])
+    # ... and when each tenant was last served (round-robin between tenants).
+    op.create_index("ix_jobs_tenant_enqueued", "jobs", ["tenant_id", "enqueued_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_jobs_tenant_enqueued", table_name="jobs")
     op.drop_index("ix_jobs_status_tenant_id", table_name="jobs")
     with op.batch_alter_table("jobs") as batch:
         batch.drop_column("cost")

@@ -6,6 +6,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
 
 from core.models import Job
+from core.settings import Settings
 from core.spec import SpecError, parse_spec
 from core.uploads import info_lookup
 from service import events, jobs, plots
@@ -28,9 +29,10 @@ def submit() -> ResponseReturnValue:
         spec = parse_spec(payload, info_lookup(session(), tenant()))
     except SpecError as exc:
         raise ApiError(422, str(exc), code="invalid_spec", details=exc.details) from None
+    settings: Settings = current_app.config["TRAINSVC_SETTINGS"]
     if flag("dry_run"):
-        return jsonify(DryRun.from_spec(spec).dump())
-    queue = current_app.extensions["trainsvc.queue"]
+        cost = jobs.admit(spec, session=session(), settings=settings)
+        return jsonify(DryRun.from_spec(spec, cost).dump())
     key = request.headers.get("Idempotency-Key")
     idempotency = None
     if key is not None:
@@ -41,8 +43,14 @@ def submit() -> ResponseReturnValue:
                 details=[{"field": "Idempotency-Key", "message": "bad length"}],
             )
         idempotency = (key, jobs.request_hash(payload))
-    job = jobs.create_job(
-        spec, session=session(), tenant_id=tenant(), queue=queue, idempotency=idempotency
+    job = jobs.submit_job(
+        spec,
+        session=session(),
+        tenant_id=tenant(),
+        db=db(),
+        queue=current_app.extensions["trainsvc.queue"],
+        settings=settings,
+        idempotency=idempotency,
     )
     location = url_for("jobs.read", job_id=job.id)
     return jsonify(JobOut.from_row(job).dump()), 202, {"Location": location}

@@ -7,7 +7,6 @@ localhost). Each stack consumes a private queue, so parallel runs on one Redis d
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -15,15 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from flask.testing import FlaskClient
 
-from core import migrate
 from core.db import Database
 from core.settings import Settings
 from service.app import create_app
-from tests.conftest import add_keys, auth
-from tests.support import WorkerProcess, postgres_admin_url, redis_url, scratch_postgres
+from tests.conftest import auth
+from tests.support import WorkerProcess, private_queue, redis_url, scratch_database
 
 
 @dataclass
@@ -53,18 +50,12 @@ def stack(
 ) -> Iterator[Stack]:
     tmp: Path = tmp_path_factory.mktemp(request.param)
     with ExitStack() as cleanup:
-        if request.param == "postgresql":
-            admin = postgres_admin_url()
-            if admin is None:
-                pytest.skip("PostgreSQL is not answering on this machine")
-            url = cleanup.enter_context(scratch_postgres(admin))
-        else:
-            url = f"sqlite:///{tmp / 'service.db'}"
-        migrate.upgrade(url)
+        url = scratch_database(request.param, tmp, cleanup)
+        if url is None:
+            pytest.skip("PostgreSQL is not answering on this machine")
         database = Database(url)
         cleanup.callback(database.dispose)
-        add_keys(database)
-        queue_name = f"trainsvc-test-{uuid.uuid4().hex[:8]}"
+        queue_name = private_queue(broker_url, cleanup)
         env = {
             "DATABASE_URL": url,
             "BROKER_URL": broker_url,
@@ -75,8 +66,6 @@ def stack(
         settings = Settings.from_env(env)
         worker = WorkerProcess(env, tmp / "worker.log")
         cleanup.callback(worker.stop)
-        if broker_url.startswith("redis"):
-            cleanup.callback(lambda: redis.Redis.from_url(broker_url).delete(queue_name))
         worker.wait_ready()
         app = create_app(settings)
         yield Stack(app.test_client(), database, worker, settings)

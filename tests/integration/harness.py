@@ -8,30 +8,27 @@ from __future__ import annotations
 
 import copy
 import time
-import uuid
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
 from sqlalchemy import func, select
 
-from core import migrate
 from core.db import Database
 from core.models import Job, Model
 from core.settings import Settings
 from service.app import create_app
-from tests.conftest import add_keys, auth
+from tests.conftest import auth
 from tests.support import (
     SEED_SPEC,
     RedisServer,
     WorkerProcess,
     kill_pool_processes,
     kill_worker,
-    postgres_admin_url,
+    private_queue,
     redis_url,
-    scratch_postgres,
+    scratch_database,
 )
 
 ALICE = auth("alice")
@@ -74,17 +71,12 @@ class Harness:
     def start(
         cls, tmp: Path, cleanup: ExitStack, *, broker_url: str | None = None, **env: str
     ) -> Harness:
-        admin = postgres_admin_url()
-        if admin is not None:
-            url = cleanup.enter_context(scratch_postgres(admin))
-        else:
-            url = f"sqlite:///{tmp / 'service.db'}"
-        migrate.upgrade(url)
-        database = Database(url)
-        add_keys(database)
-        database.dispose()
+        url = scratch_database("postgresql", tmp, cleanup) or scratch_database(
+            "sqlite", tmp, cleanup
+        )
+        assert url is not None
         broker = broker_url or redis_url() or f"filesystem://{tmp / 'broker'}"
-        queue = f"trainsvc-test-{uuid.uuid4().hex[:8]}"
+        queue = private_queue(broker, cleanup)
         full_env = {
             **FAST,
             **env,
@@ -93,8 +85,6 @@ class Harness:
             "QUEUE_NAME": queue,
             "VAR_DIR": str(tmp),
         }
-        if broker.startswith("redis"):
-            cleanup.callback(_delete_queue, broker, queue)
         harness = cls(tmp, url, broker, full_env, cleanup)
         harness.app = create_app(Settings.from_env(full_env))
         harness.client = harness.app.test_client()
@@ -152,11 +142,6 @@ class Harness:
         with self.db.begin() as session:
             rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
         return {status: n for status, n in rows}
-
-
-def _delete_queue(url: str, queue: str) -> None:
-    with suppress(redis.RedisError):
-        redis.Redis.from_url(url, socket_connect_timeout=1).delete(queue)
 
 
 def figures(

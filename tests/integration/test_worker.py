@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from core.datasets import prepare
-from core.models import Model
+from core.models import Job, Model
 from core.spec import parse_spec
 from tests.conftest import auth
 from tests.integration.conftest import Stack, submit
@@ -106,8 +106,13 @@ def test_cancel_a_queued_and_a_running_job(stack: Stack) -> None:
     epochs = stack.client.get(f"/v1/jobs/{running['id']}/metrics", headers=ALICE).get_json()
     assert len(epochs["history"]) == done["progress"]["epoch"] >= 1
 
-    # The cancelled job's message still reaches the worker, which leaves it alone.
-    wait_for_log(stack.worker, f"job {queued['id']} is not queued any more")
+    # The cancelled job waited in the database for a free slot: it is never sent, even once the
+    # slot is free (a few dispatcher passes later), and never claimed.
+    time.sleep(3 * stack.settings.dispatch_interval_seconds)
+    with stack.database.session() as session:
+        waited = session.get(Job, queued["id"])
+        assert waited is not None and waited.enqueued_at is None
+    assert queued["id"] not in stack.worker.log_path.read_text()
     after = stack.client.get(f"/v1/jobs/{queued['id']}", headers=ALICE).get_json()
     assert after["status"] == "cancelled" and after["attempts"] == 0
     again = stack.client.post(f"/v1/jobs/{running['id']}/cancel", headers=ALICE)

@@ -17,12 +17,12 @@ ALICE = auth("alice")
 
 
 def long_epoch_spec(engine: str) -> dict[str, Any]:
-    """One epoch of 40,000 batches of one row: far longer than the few seconds a test waits."""
+    """One epoch of 160,000 batches of one row: far longer than the few seconds a test waits."""
     return {
         "engine": engine,
         "dataset": {
             "builtin": "make_classification",
-            "params": {"n_samples": 50_000, "n_features": 10, "random_state": 1},
+            "params": {"n_samples": 200_000, "n_features": 10, "random_state": 1},
         },
         "layers": [
             {"type": "dense", "units": 16, "activation": "relu"},
@@ -53,7 +53,7 @@ def test_cancel_mid_epoch_stops_within_seconds(
     while client.get(f"/v1/jobs/{job['id']}", headers=ALICE).get_json()["status"] != "running":
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    time.sleep(2.0 if engine == "numpy" else 8.0)  # well inside the first epoch (Keras starts up)
+    time.sleep(1.0 if engine == "numpy" else 8.0)  # well inside the first epoch (Keras starts up)
     assert client.post(f"/v1/jobs/{job['id']}/cancel", headers=ALICE).status_code == 202
     asked = time.monotonic()
     worker.join(timeout=60)

@@ -172,6 +172,14 @@ def test_dry_run_prints_the_model_summary(
         "total_params": 1539,
         "trainable_params": 1539,
         "non_trainable_params": 0,
+        "cost": {
+            "params": 1539,
+            "fit_rows": 640,
+            "flops_per_epoch": 5909760,
+            "flops": 295488000,
+            "data_bytes": 252000,
+            "estimated_seconds": 0.0591,
+        },
     }
     service.route("POST", "/v1/jobs", json_response(summary))
     code, out, _ = run(capsys, "submit", str(spec_file), "--dry-run")
@@ -179,6 +187,7 @@ def test_dry_run_prints_the_model_summary(
     assert service.sent("POST", "/v1/jobs")[0].query == {"dry_run": "true"}
     assert "dense_1  dense  (None, 3)        195" in out
     assert "total params: 1,539" in out
+    assert "cost: 2.95e+08 FLOP (5.91e+06 per epoch), 0.24 MiB of data; about 0.0591 s" in out
 
 
 def test_a_spec_that_fails_validation_prints_one_line_with_field_paths(

@@ -8,7 +8,7 @@ from core.cost import Limits, job_cost, over_limits
 from core.spec import parse_spec
 from tests.support import SEED_SPEC
 
-LIMITS = Limits(max_job_flops=10**14, max_data_bytes=1024**3, max_job_seconds=3600)
+LIMITS = Limits(max_job_flops=10**14, max_data_bytes=1024**3)
 
 
 def test_the_seed_jobs_cost() -> None:
@@ -45,7 +45,7 @@ def test_data_that_cannot_fit_in_memory_is_refused() -> None:
     assert "(MAX_DATA_BYTES)" in problems["dataset"]
 
 
-def test_an_estimate_past_the_time_limit_is_refused() -> None:
-    cost = job_cost(parse_spec(SEED_SPEC), flops_per_second=1e5)  # a very slow worker
-    ((field, message),) = over_limits(cost, LIMITS)
-    assert field == "epochs" and "(JOB_SOFT_TIME_LIMIT)" in message and "about 2.37 h" in message
+def test_an_estimate_is_shown_but_never_refuses() -> None:
+    cost = job_cost(parse_spec(SEED_SPEC), flops_per_second=1e3)  # a very slow worker
+    assert cost.estimated_seconds is not None and cost.estimated_seconds > 86400
+    assert over_limits(cost, LIMITS) == []

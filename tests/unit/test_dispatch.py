@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import ExitStack
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 
 from core import migrate
 from core.db import Database
@@ -50,6 +52,15 @@ def test_choose_ranks_a_tenants_nth_job_after_others_with_less_in_flight() -> No
     assert choose(waiting, {"b": 1}, free=4, max_running=2) == ["a1", "a2", "b1"]
 
 
+def test_with_one_slot_tenants_take_turns() -> None:
+    # a just finished its job (0 in flight) but was served a moment ago; b never was.
+    served = {"a": datetime(2026, 1, 1, tzinfo=UTC)}
+    waiting = [("a1", "a", 1), ("a2", "a", 2), ("b1", "b", 1)]
+    assert choose(waiting, {}, free=1, max_running=0, served=served) == ["b1"]
+    served["b"] = datetime(2026, 1, 2, tzinfo=UTC)
+    assert choose(waiting, {}, free=1, max_running=0, served=served) == ["a1"]
+
+
 def test_without_workers_jobs_are_sent_as_they_come(db: Database) -> None:
     ids = queue_jobs(db, "a", 3)
     sent: list[str] = []
@@ -67,6 +78,23 @@ def test_free_slots_go_to_the_tenant_with_fewer_jobs_in_flight(db: Database) -> 
     with db.begin() as session:  # one of a's jobs ends: one slot frees up
         session.get(Job, "a-0000").status = "succeeded"  # type: ignore[union-attr]
     assert dispatch_once(db, sent.append, QUOTAS) == [b_job]
+
+
+def test_one_slot_alternates_between_tenants(db: Database) -> None:
+    register_worker(db, "w1", 1)
+    queue_jobs(db, "a", 5)
+    assert dispatch_once(db, lambda _: None, QUOTAS) == ["a-0000"]
+    queue_jobs(db, "b", 2)
+    order = []
+    for _ in range(4):  # each job ends before the next pass: a always has 0 in flight then
+        with db.begin() as session:
+            session.execute(
+                update(Job)
+                .where(Job.enqueued_at.is_not(None), Job.status == "queued")
+                .values(status="succeeded")
+            )
+        order += dispatch_once(db, lambda _: None, QUOTAS)
+    assert order == ["b-0000", "a-0001", "b-0001", "a-0002"]
 
 
 def test_a_tenant_cap_leaves_the_rest_waiting(db: Database) -> None:
