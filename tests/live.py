@@ -40,7 +40,6 @@ class Gunicorn(LoggedProcess):
         settings: Settings,
         log_path: Path,
         workers: int = 1,
-        options: tuple[str, ...] = (),
         **extra_env: str,
     ) -> None:
         self.port = free_port()
@@ -58,8 +57,8 @@ class Gunicorn(LoggedProcess):
             "RATE_LIMIT_PER_MINUTE": "0",
             **extra_env,
         }
-        # The command `make run` uses; `options` (gunicorn's own) override the shipped config.
-        super().__init__(api_command("127.0.0.1", self.port, *options), env, log_path)
+        # The command `make run` uses (GUNICORN_CMD_ARGS in `extra_env` overrides the config).
+        super().__init__(api_command("127.0.0.1", self.port), env, log_path)
 
     def wait_ready(self, timeout: float = 30) -> None:
         self.wait_until(self._answers, timeout)

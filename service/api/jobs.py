@@ -10,7 +10,7 @@ from core.settings import Settings
 from core.spec import SpecError, parse_spec
 from core.uploads import info_lookup
 from service import events, jobs, plots
-from service.api.common import flag, json_body, paging, session, tenant
+from service.api.common import db, flag, json_body, paging, session, tenant
 from service.errors import ApiError
 from service.schemas import DryRun, JobList, JobOut, Metrics
 

@@ -108,7 +108,7 @@ def test_slow_clients_hold_threads_but_not_greenlets(
         settings,
         settings.var_dir / "gthread.log",
         workers=2,
-        options=("--worker-class", "gthread", "--threads", "8"),
+        GUNICORN_CMD_ARGS="--worker-class gthread --threads 8",
     )
     try:
         threaded.wait_ready()
