@@ -106,7 +106,8 @@ def job_events(
             advance(until - clock())
             if entry.gone:
                 return
-            text, finished = cursor.take(entry)
+            with entry.changed:  # the feed's lock: a round may be updating the entry
+                text, finished = cursor.take(entry)
             if text:
                 yield text
                 last_sent = clock()
