@@ -96,9 +96,11 @@ def gevent_server(settings: Settings) -> Iterator[Gunicorn]:
     server = Gunicorn(
         settings, settings.var_dir / "gevent.log", workers=2, EVENTS_HEARTBEAT_SECONDS="1"
     )
-    server.wait_ready()
-    yield server
-    server.stop()
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
 
 
 def test_slow_clients_hold_threads_but_not_greenlets(
@@ -150,9 +152,11 @@ def nginx(gevent_server: Gunicorn, tmp_path_factory: pytest.TempPathFactory) -> 
     check = subprocess.run([*argv, "-t", "-g", globals_], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
     proxy = LoggedProcess([*argv, "-g", globals_], {}, tmp / "nginx.out")
-    proxy.wait_until(lambda: answers(port), timeout=10)
-    yield port
-    proxy.stop()
+    try:
+        proxy.wait_until(lambda: answers(port), timeout=10)
+        yield port
+    finally:
+        proxy.stop()
 
 
 def test_behind_nginx_slow_clients_wait_there_and_streams_pass_unbuffered(nginx: int) -> None:
