@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format install browser bench reliability fuzz clean
+.PHONY: run test lint format install browser bench reliability streams fuzz clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -54,6 +54,10 @@ bench: $(STAMP)
 # Heavier failure scenarios against real processes: one line of figures per scenario.
 reliability: $(STAMP)
 	$(PY) -m tests.reliability
+
+# Open event streams at a larger size than the test suite's 500 (one line of figures).
+streams: $(STAMP)
+	$(PY) -m tests.streams --streams $${STREAMS:-2000}
 
 # Schemathesis over /openapi.json at full size (200 generated requests per operation).
 fuzz: $(STAMP)

@@ -24,6 +24,8 @@ def broker_options(settings: Settings) -> tuple[str, dict[str, Any]]:
             "data_folder_in": str(folder),
             "data_folder_out": str(folder),
             "processed_folder": str(folder / "processed"),
+            # Exchange tables: kombu's default is `control/` in the working directory.
+            "control_folder": str(folder / "control"),
             "store_processed": False,
             "polling_interval": 0.1,
         }

@@ -71,7 +71,7 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "HOST": ("host", str),
     "PORT": ("port", int),
     "WEB_CONCURRENCY": ("web_concurrency", int),
-    "WEB_THREADS": ("web_threads", int),
+    "WEB_CONNECTIONS": ("web_connections", int),
     "WORKER_CONCURRENCY": ("worker_concurrency", int),
     "TF_NUM_THREADS": ("tf_num_threads", int),
     "PROMETHEUS_MULTIPROC_DIR": ("prometheus_multiproc_dir", str),
@@ -80,6 +80,10 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "TENANT_MAX_RUNNING": ("tenant_max_running", int),
     "TENANT_MAX_QUEUED": ("tenant_max_queued", int),
     "DISPATCH_INTERVAL_SECONDS": ("dispatch_interval_seconds", float),
+    "EVENTS_MAX_PER_TENANT": ("events_max_per_tenant", int),
+    "EVENTS_MAX_SECONDS": ("events_max_seconds", float),
+    "EVENTS_HEARTBEAT_SECONDS": ("events_heartbeat_seconds", float),
+    "EVENTS_POLL_SECONDS": ("events_poll_seconds", float),
 }
 
 
@@ -139,12 +143,13 @@ class Settings:
     log_level: str = "INFO"
     # Bearer token that GET /metrics asks for; empty: any API key may read /metrics.
     metrics_token: str = ""
-    # Where the API binds (gunicorn; `make run` binds 127.0.0.1), its processes and threads per
-    # process (each watched event stream holds a thread), and the worker's pool processes.
+    # Where the API binds (gunicorn; `make run` binds 127.0.0.1), its processes and the open
+    # connections each may hold (gevent: one greenlet per connection, event streams included),
+    # and the worker's pool processes.
     host: str = "127.0.0.1"
     port: int = 8000
     web_concurrency: int = 2
-    web_threads: int = 8
+    web_connections: int = 1000
     worker_concurrency: int = 1
     # Threads TensorFlow may use per worker pool process (0: TensorFlow decides).
     tf_num_threads: int = 0
@@ -157,6 +162,14 @@ class Settings:
     tenant_max_running: int = 8
     tenant_max_queued: int = 1000
     dispatch_interval_seconds: float = 1.0
+    # Event streams (/v1/jobs/{id}/events and the dashboard's): at most this many open per tenant
+    # across all API processes (0: no cap; over it, 429), each ended after this many seconds (the
+    # client resumes with Last-Event-ID; 0: never), a `: keepalive` comment after this many
+    # quiet seconds, and how often each API process reads the jobs its streams watch.
+    events_max_per_tenant: int = 100
+    events_max_seconds: float = 300.0
+    events_heartbeat_seconds: float = 15.0
+    events_poll_seconds: float = 0.5
     # A folder shared by the API's gunicorn workers so /metrics adds them up (empty: one process).
     prometheus_multiproc_dir: str = ""
 
@@ -205,6 +218,8 @@ class Settings:
             raise ValueError("MAX_ATTEMPTS must be at least 1")
         if self.job_soft_time_limit >= self.job_time_limit:
             raise ValueError("JOB_SOFT_TIME_LIMIT must be below JOB_TIME_LIMIT")
+        if self.events_heartbeat_seconds <= 0 or self.events_poll_seconds <= 0:
+            raise ValueError("EVENTS_HEARTBEAT_SECONDS and EVENTS_POLL_SECONDS must be above 0")
         if self.visibility_timeout <= self.job_time_limit:
             raise ValueError(
                 "VISIBILITY_TIMEOUT must be longer than JOB_TIME_LIMIT, or Redis would hand a "

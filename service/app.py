@@ -12,6 +12,7 @@ from service.api import datasets, docs, health, jobs, metrics, models
 from service.api.common import close_session
 from service.auth import KeyCache
 from service.errors import register_error_handlers
+from service.hub import Hub
 from service.jsonutil import FiniteJSONProvider, JSONRequest
 from service.monitoring import make_registry
 from service.params import check_request
@@ -19,6 +20,7 @@ from service.plots import PlotCache
 from service.predictions import ModelCache
 from service.queue import CeleryQueue, JobQueue
 from service.ratelimit import make_rate_limiter
+from service.streamcap import make_stream_cap
 
 
 def create_app(settings: Settings | None = None, queue: JobQueue | None = None) -> Flask:
@@ -36,6 +38,8 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None) 
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_content_length,
         MAX_PREDICT_ROWS=settings.max_predict_rows,
+        EVENTS_MAX_SECONDS=settings.events_max_seconds or None,
+        EVENTS_HEARTBEAT_SECONDS=settings.events_heartbeat_seconds,
         TRAINSVC_SETTINGS=settings,
     )
     app.extensions["trainsvc.db"] = Database(settings.database_url)
@@ -43,6 +47,13 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None) 
     app.extensions["trainsvc.models"] = ModelCache(settings.model_cache_size)
     app.extensions["trainsvc.keys"] = KeyCache()
     app.extensions["trainsvc.plots"] = PlotCache()
+    app.extensions["trainsvc.events"] = Hub(
+        app.extensions["trainsvc.db"],
+        make_stream_cap(
+            settings.effective_broker_url, settings.events_max_per_tenant, settings.queue_name
+        ),
+        settings.events_poll_seconds,
+    )
     app.extensions["trainsvc.ratelimit"] = make_rate_limiter(
         settings.effective_broker_url, settings.rate_limit_per_minute
     )

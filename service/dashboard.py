@@ -30,9 +30,10 @@ from core.uploads import info_lookup
 from service import jobs, jsonutil, predictions, ui_auth
 from service.api.common import db, session
 from service.api.jobs import events_response, plot_response
+from service.api.models import predict_offloaded
 from service.errors import ApiError, error_response, not_found
 from service.params import Cursor, SignIn, query
-from service.predictions import load_predictor, model_info, parse_instances
+from service.predictions import load_predictor, model_info
 from service.schemas import DryRun, JobOut, Prediction
 
 bp = Blueprint("ui", __name__)
@@ -215,10 +216,8 @@ def predict(job_id: str) -> ResponseReturnValue:
     )
     if not request.is_json:
         raise ApiError(400, 'send the instances as JSON: {"instances": [[x, ...], ...]}')
-    X = parse_instances(
-        request.get_json(), predictor.n_features, current_app.config["MAX_PREDICT_ROWS"]
-    )
-    answer = Prediction(model_id=found.model_id, **predictions.predict(predictor, X)).dump()
+    body = request.get_json()
+    answer = Prediction(model_id=found.model_id, **predict_offloaded(predictor, body)).dump()
     if predictor.task == "classification":
         answer["classes"] = predictor.classes  # column labels for the probabilities
     return answer
@@ -226,7 +225,7 @@ def predict(job_id: str) -> ResponseReturnValue:
 
 @bp.get("/ui/jobs/<job_id>/events")
 def events(job_id: str) -> ResponseReturnValue:
-    return events_response(jobs.get_job(job_id, session=session(), tenant_id=g.tenant_id))
+    return events_response(job_id, g.tenant_id)
 
 
 @bp.get("/ui/jobs/<job_id>/plot.png")

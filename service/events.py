@@ -1,36 +1,77 @@
 """Server-Sent Events for one job: its status, each epoch as it is recorded, until it ends.
 
-The stream polls the database (the source of truth) in short sessions of its own, so a watcher
-holds no connection between polls and needs no extra infrastructure.
+An open stream must cost almost nothing: a browser tab or a `trainsvc wait` may keep one open
+for hours, and a tenant may open hundreds. Three things make that so:
+
+- The API runs under gunicorn's gevent workers (`service/gunicorn_conf.py`): a waiting stream
+  is a parked greenlet (a few KiB), not one of a handful of request threads, so streams never
+  hold back `/healthz` or another tenant's requests. psycopg (3.1.14 and later) and redis-py
+  yield to other greenlets while they wait. We chose gevent over an async server because the
+  Flask views stay exactly as they are; what would still hold a process's one event loop
+  (plots, predictions, CSV parsing) runs in native threads (`service/offload.py`).
+- One `Hub` per API process (`service/hub.py`) reads every job its streams watch in one round:
+  two queries per `EVENTS_POLL_SECONDS` (a third only when a state changed) whether 1 or 500
+  streams watch 1 or 500 jobs, instead of a polling loop per stream. Each event is rendered
+  once per process, and only the streams whose job changed are woken.
+- Opening a stream costs no query of its own: the view asks the hub to admit it, and the next
+  round (within 50 ms) finds the job (404 if the tenant has none by that id) and takes one of
+  the tenant's `EVENTS_MAX_PER_TENANT` slots (429 past it; `service/streamcap.py`) for every
+  stream that asked meanwhile, in one Redis transaction. A crowd of reconnecting clients costs
+  a few rounds, not a query and a Redis call each.
+
+The database stays the source of truth (workers publish nothing else), and a waiting stream
+holds no database connection. Each stream ends after `EVENTS_MAX_SECONDS` (the client resumes
+with Last-Event-ID), and sends `: keepalive` after `EVENTS_HEARTBEAT_SECONDS` of silence, so a
+dead client is noticed at the next write and its slot is freed. Without a hub (unit tests), a
+stream polls a feed of its own.
 """
 
 from __future__ import annotations
 
-import json
+import bisect
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from flask import Response
 
 from core.db import Database
 from core.models import TERMINAL_STATUSES, Job
-from core.queries import find
+from core.queries import NotFound
 from service.errors import ApiError
-from service.jobs import job_history
-from service.jsonutil import finite
-from service.schemas import JobOut
+from service.hub import POLL_SECONDS, Feed, Hub, Ticket, Watched
+from service.sse import KEEPALIVE
+from service.streamcap import RETRY_AFTER_SECONDS
 
-POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 15.0
-KEEPALIVE = ": keepalive\n\n"
 
 
-def sse(event: str, data: Any, event_id: int | None = None) -> str:
-    """One event in the text/event-stream format (data is JSON on a single line)."""
-    head = f"event: {event}\n" + (f"id: {event_id}\n" if event_id is not None else "")
-    payload = json.dumps(finite(data), allow_nan=False, separators=(",", ":"))
-    return f"{head}data: {payload}\n\n"
+class Cursor:
+    """What one stream has sent: the last state and epoch; `take` gives what it has not."""
+
+    def __init__(self, after: int) -> None:
+        self.seen: tuple[str, int] | None = None
+        self.last_epoch = after
+
+    def take(self, entry: Watched) -> tuple[str, bool]:
+        """The events to send now (maybe none) and whether the job has finished."""
+        state = entry.state
+        if state is None:
+            return "", False
+        if self.seen is not None and state[1] != self.seen[1]:
+            self.last_epoch = 0  # a new attempt replays its epochs from the first
+        start = bisect.bisect_right(entry.epochs, self.last_epoch)
+        chunks = entry.events[start:]
+        if chunks:
+            self.last_epoch = entry.epochs[-1]
+        finished = state[0] in TERMINAL_STATUSES
+        if state != self.seen:
+            # Status leads on the first read and on every start; a final status comes last.
+            if self.seen is not None and finished:
+                chunks.append(entry.status)
+            else:
+                chunks.insert(0, entry.status)
+        self.seen = state
+        return "".join(chunks), finished
 
 
 def job_events(
@@ -39,6 +80,8 @@ def job_events(
     tenant_id: str,
     *,
     after: int = 0,
+    hub: Hub | None = None,
+    ticket: Ticket | None = None,
     poll_seconds: float = POLL_SECONDS,
     keepalive_seconds: float = KEEPALIVE_SECONDS,
     max_seconds: float | None = None,
@@ -49,45 +92,68 @@ def job_events(
 
     Ends after the status event of a finished job (or after `max_seconds`, if given, so the
     client reconnects with Last-Event-ID). A retried job starts its history afresh, so a new
-    attempt replays its epochs from the first.
+    attempt replays its epochs from the first. With a hub and the ticket it admitted, the
+    stream waits for the hub's rounds; without, it polls a feed of its own every `poll_seconds`.
     """
-    seen: tuple[str, int] | None = None
-    last_epoch = after
-    started = last_sent = clock()
-    while True:
-        # The job row is read before its epochs: a job seen finished has all its epochs written.
-        with db.begin() as session:
-            job = find(session, Job, job_id, tenant_id)
-            if job is None:
+    advance, done, entry = _source(db, job_id, tenant_id, hub, ticket, poll_seconds, sleep)
+    try:
+        cursor = Cursor(after)
+        started = last_sent = clock()
+        while True:
+            until = last_sent + keepalive_seconds
+            if max_seconds is not None:
+                until = min(until, started + max_seconds)
+            advance(until - clock())
+            if entry.gone:
                 return
-            state = (job.status, job.attempts)
-            if seen is not None and state[1] != seen[1]:
-                last_epoch = 0
-            epochs = job_history(job, session=session, after=last_epoch)
-            status = sse("status", JobOut.from_row(job).dump()) if state != seen else None
-        chunks = [sse("epoch", epoch.dump(), epoch.epoch) for epoch in epochs]
-        finished = state[0] in TERMINAL_STATUSES
-        if status is not None:
-            # Status leads on the first poll and on every start; a final status comes last.
-            if seen is not None and finished:
-                chunks.append(status)
-            else:
-                chunks.insert(0, status)
-        if epochs:
-            last_epoch = epochs[-1].epoch
-        seen = state
-        if chunks:
-            yield "".join(chunks)
-            last_sent = clock()
-        if finished:
-            return
-        now = clock()
-        if max_seconds is not None and now - started >= max_seconds:
-            return
-        if now - last_sent >= keepalive_seconds:
-            yield KEEPALIVE
-            last_sent = now
-        sleep(poll_seconds)
+            with entry.changed:  # the feed's lock: a round may be updating the entry
+                text, finished = cursor.take(entry)
+            if text:
+                yield text
+                last_sent = clock()
+            if finished:
+                return
+            now = clock()
+            if max_seconds is not None and now - started >= max_seconds:
+                return
+            if now - last_sent >= keepalive_seconds:
+                yield KEEPALIVE
+                last_sent = now
+    finally:
+        done()
+
+
+def _source(
+    db: Database,
+    job_id: str,
+    tenant_id: str,
+    hub: Hub | None,
+    ticket: Ticket | None,
+    poll_seconds: float,
+    sleep: Callable[[float], None],
+) -> tuple[Callable[[float], None], Callable[[], None], Watched]:
+    """How a stream waits for news of its job (at most the given seconds), and how it ends."""
+    if hub is not None and ticket is not None:
+        shared, admitted = hub, ticket
+        version = admitted.version
+
+        def wait(timeout: float) -> None:
+            nonlocal version
+            version = shared.wait(admitted.entry, version, timeout)
+
+        return wait, lambda: shared.close(admitted), admitted.entry
+    feed = Feed(db)
+    entry, _ = feed.join(job_id, tenant_id)
+    polled = False
+
+    def poll(_timeout: float) -> None:
+        nonlocal polled
+        if polled:
+            sleep(poll_seconds)
+        feed.poll()
+        polled = True
+
+    return poll, lambda: feed.leave(entry), entry
 
 
 def resume_after(after: str | None, last_event_id: str | None) -> int:
@@ -103,6 +169,55 @@ def resume_after(after: str | None, last_event_id: str | None) -> int:
             )
         return int(raw)
     return 0
+
+
+def stream_response(
+    hub: Hub,
+    job_id: str,
+    tenant_id: str,
+    *,
+    resume: tuple[str | None, str | None],
+    max_seconds: float | None,
+    keepalive_seconds: float,
+) -> Response:
+    """The tenant's job's event stream, holding one of the tenant's slots while it is open.
+
+    404 for a job the tenant does not have, 422 for a bad `resume` (`?after=`, Last-Event-ID),
+    429 when the tenant's slots are all in use, 503 if the hub cannot read the database now.
+    """
+    ticket = hub.admit(job_id, tenant_id)
+    if ticket.answer == "gone":
+        raise NotFound.of(Job, job_id)
+    if ticket.answer in ("full", "unavailable"):
+        full = ticket.answer == "full"
+        raise ApiError(
+            429 if full else 503,
+            "this tenant has as many event streams open as it may (EVENTS_MAX_PER_TENANT); "
+            "close one or try again later"
+            if full
+            else "the job's events cannot be read now; try again shortly",
+            code="too_many_streams" if full else "unavailable",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+    try:
+        after = resume_after(*resume)
+    except ApiError:
+        hub.close(ticket)
+        raise
+    events = job_events(
+        hub.db,
+        job_id,
+        tenant_id,
+        after=after,
+        hub=hub,
+        ticket=ticket,
+        keepalive_seconds=keepalive_seconds,
+        max_seconds=max_seconds,
+    )
+    response = event_stream(events)
+    # Also when the body is never read: a generator's clean-up runs only once it has started.
+    response.call_on_close(lambda: hub.close(ticket))
+    return response
 
 
 def event_stream(events: Iterator[str]) -> Response:

@@ -2,8 +2,11 @@
 
 `gunicorn -c python:service.gunicorn_conf 'service.app:create_app()'`
 
-Threaded workers, because a Server-Sent Events stream holds its thread for as long as the client
-watches a job; sync workers would let two watchers stall every other request.
+gevent workers: each connection is a greenlet, so an open Server-Sent Events stream (hours, for
+a dashboard tab) or a client that sends its request slowly parks a few KiB, not one of a few
+request threads. `WEB_CONCURRENCY` processes each hold up to `WEB_CONNECTIONS` connections.
+Work that would hold a process's one thread for long runs in gevent's native thread pool
+(`service/offload.py`: plots, predictions, CSV parsing). See `service/events.py` for the streams.
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ from core.settings import Settings
 _settings = Settings.from_env()
 bind = f"{_settings.host}:{_settings.port}"
 workers = _settings.web_concurrency
-worker_class = "gthread"
-threads = _settings.web_threads
-# An idle SSE stream sends a comment every 15 s, well inside this.
+worker_class = "gevent"
+worker_connections = _settings.web_connections
+# A worker whose event loop is stuck this long is restarted (open streams do not count: a
+# waiting greenlet leaves the loop free).
 timeout = 60
+# On shutdown, open event streams are cut after this long; their clients resume elsewhere.
+graceful_timeout = 10
 accesslog = "-"
 logconfig_dict = {
     "version": 1,

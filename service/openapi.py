@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from core.models import JOB_STATUSES
 from core.schema import ID_LENGTH
+from core.settings import Settings
 from core.spec import JobSpec
 from service import schemas
 from service.jsonutil import MAX_JSON_DEPTH
@@ -17,6 +18,18 @@ from service.params import MAX_PAGE, MAX_TEXT
 from service.predictions import PredictRequest
 
 REF = "#/components/schemas/{model}"
+_DEFAULTS = Settings()
+EVENTS_DESCRIPTION = (
+    "A stream costs the server almost nothing while it waits, but each holds one of its "
+    "tenant's slots: at most `EVENTS_MAX_PER_TENANT` "
+    f"(default {_DEFAULTS.events_max_per_tenant}) open at once across all API processes; past "
+    "it, `429` with `Retry-After`. The server ends every stream after `EVENTS_MAX_SECONDS` "
+    f"(default {_DEFAULTS.events_max_seconds:g}; also while the job is still queued): reconnect "
+    "with `Last-Event-ID` (browsers' EventSource does) to resume after the last epoch seen. A "
+    "`: keepalive` comment follows `EVENTS_HEARTBEAT_SECONDS` "
+    f"(default {_DEFAULTS.events_heartbeat_seconds:g}) of silence, so a proxy's read timeout "
+    "must be longer."
+)
 
 
 class _Components:
@@ -180,14 +193,22 @@ def openapi_document() -> dict[str, Any]:
                         "description": "The id of the last epoch event seen (resume).",
                     },
                 ],
+                "description": EVENTS_DESCRIPTION,
                 "responses": {
                     "200": {
                         "description": "`event: status` (data: the job), `event: epoch` "
                         "(id: the epoch; data: one metrics row) as they are recorded, "
-                        "`: keepalive` every 15 s; ends after a finished job's status",
+                        "`: keepalive` after EVENTS_HEARTBEAT_SECONDS of silence; ends after "
+                        "a finished job's status, or after EVENTS_MAX_SECONDS",
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
                     },
                     **errors(404, 422, *common),
+                    "429": _json(
+                        error,
+                        "Rate limit reached, or the tenant already has EVENTS_MAX_PER_TENANT "
+                        "streams open (code `too_many_streams`); see Retry-After",
+                    ),
+                    "503": _json(error, "The job's events cannot be read now; see Retry-After"),
                 },
             }
         },

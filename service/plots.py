@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,11 +15,13 @@ from sqlalchemy.orm import Session
 
 from core.lru import LRU
 from core.models import TERMINAL_STATUSES, Job
+from service import offload
 from service.jobs import job_history
 
 # Figure objects (never pyplot's global state) are safe to build in any thread, but matplotlib's
 # font and text-layout caches are shared; one render at a time costs little (it holds the GIL).
-_RENDER_LOCK = threading.Lock()
+# Renders run in native threads under gevent (service.offload), so the lock is a native one.
+_RENDER_LOCK = offload.native_lock()
 
 TRAIN_COLOR, VAL_COLOR = "#1f77b4", "#ff7f0e"
 
@@ -85,7 +86,7 @@ def job_plot(job: Job, *, session: Session, cache: PlotCache) -> tuple[str, byte
     if final and (cached := cache.get(job.id)) is not None:
         return (*cached, True)
     history = [epoch.dump() for epoch in job_history(job, session=session)]
-    png = render_png(history, f"{job.name or job.id} — {job.status}")
+    png = offload.run(render_png, history, f"{job.name or job.id} — {job.status}")
     if final:
         return (*cache.put(job.id, png), True)
     return etag_for(png), png, False

@@ -12,6 +12,8 @@ from typing import Protocol
 
 import redis
 
+from service.redis_pool import redis_client
+
 log = logging.getLogger(__name__)
 WINDOW = 60.0
 
@@ -58,7 +60,7 @@ class RedisRateLimiter:
 
     def __init__(self, url: str, per_minute: int) -> None:
         self.per_minute = per_minute
-        self.client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self.client = redis_client(url, timeout=0.5)
 
     def hit(self, key: str) -> float | None:
         return self._count(key, 1)

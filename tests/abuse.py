@@ -146,11 +146,10 @@ class Stack:
         cleanup.callback(self.worker.stop)
         self.worker.wait_ready()
         extra = {k: v for k, v in env.items() if k not in ("RATE_LIMIT_PER_MINUTE",)}
-        # The shipped process and thread counts, as `make run` and the compose file use them.
+        # The shipped process count, as `make run` and the compose file use it.
         self.api = Gunicorn(
             self.settings,
             tmp / "gunicorn.log",
-            threads=self.settings.web_threads,
             workers=self.settings.web_concurrency,
             **extra,
         )

@@ -1,10 +1,9 @@
-"""The API served over real HTTP by gunicorn (gthread, service/gunicorn_conf.py), and Chromium."""
+"""The API served over real HTTP by gunicorn (gevent, service/gunicorn_conf.py), and Chromium."""
 
 from __future__ import annotations
 
 import os
 import secrets
-import sys
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +14,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from core.settings import Settings
-from service.stack import free_port
+from service.stack import api_command, free_port
 from tests.support import LoggedProcess
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -32,7 +31,7 @@ CHROMIUM_ARGS = [
 
 
 class Gunicorn(LoggedProcess):
-    """`gunicorn -c python:service.gunicorn_conf 'service.app:create_app()'` on a free port."""
+    """The API under gunicorn with the shipped configuration (as `make run`), on a free port."""
 
     name = "gunicorn"
 
@@ -40,7 +39,6 @@ class Gunicorn(LoggedProcess):
         self,
         settings: Settings,
         log_path: Path,
-        threads: int = 4,
         workers: int = 1,
         **extra_env: str,
     ) -> None:
@@ -54,21 +52,13 @@ class Gunicorn(LoggedProcess):
             "HOST": "127.0.0.1",
             "PORT": str(self.port),
             "WEB_CONCURRENCY": str(workers),
-            "WEB_THREADS": str(threads),
             "SECRET_KEY": secrets.token_hex(16),
             "LOG_FORMAT": "text",
             "RATE_LIMIT_PER_MINUTE": "0",
             **extra_env,
         }
-        argv = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            "python:service.gunicorn_conf",
-            "service.app:create_app()",
-        ]
-        super().__init__(argv, env, log_path)
+        # The command `make run` uses (GUNICORN_CMD_ARGS in `extra_env` overrides the config).
+        super().__init__(api_command("127.0.0.1", self.port), env, log_path)
 
     def wait_ready(self, timeout: float = 30) -> None:
         self.wait_until(self._answers, timeout)

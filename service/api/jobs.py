@@ -98,22 +98,20 @@ def plot_response(job: Job) -> ResponseReturnValue:
 
 @bp.get("/<job_id>/events")
 def stream(job_id: str) -> ResponseReturnValue:
-    job = jobs.get_job(job_id, session=session(), tenant_id=tenant())
-    return events_response(job)
+    return events_response(job_id, tenant())
 
 
-def events_response(job: Job) -> Response:
-    """The job's Server-Sent Events; the stream reads the database in sessions of its own."""
+def events_response(job_id: str, tenant_id: str) -> Response:
+    """The job's Server-Sent Events, fed by this process's hub; 404, or 429 past the cap."""
     query(Resume)  # ?after= checked like every query parameter (422 naming it)
-    after = events.resume_after(request.args.get("after"), request.headers.get("Last-Event-ID"))
-    generator = events.job_events(
-        db(),
-        job.id,
-        job.tenant_id,
-        after=after,
-        max_seconds=current_app.config.get("EVENTS_MAX_SECONDS"),
+    return events.stream_response(
+        current_app.extensions["trainsvc.events"],
+        job_id,
+        tenant_id,
+        resume=(request.args.get("after"), request.headers.get("Last-Event-ID")),
+        max_seconds=current_app.config["EVENTS_MAX_SECONDS"],
+        keepalive_seconds=current_app.config["EVENTS_HEARTBEAT_SECONDS"],
     )
-    return events.event_stream(generator)
 
 
 @bp.post("/<job_id>/cancel")

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
-from service import predictions
+from service import offload, predictions
 from service.api.common import json_body, session, tenant
 from service.monitoring import PREDICT_SECONDS
 from service.predictions import load_predictor, model_info, parse_instances
 from service.schemas import Prediction
+
+if TYPE_CHECKING:
+    from core.runtime import Predictor
 
 bp = Blueprint("models", __name__, url_prefix="/v1/models")
 
@@ -34,5 +39,15 @@ def predict(model_id: str) -> ResponseReturnValue:
             tenant_id=tenant(),
             cache=current_app.extensions["trainsvc.models"],
         )
-        X = parse_instances(body, predictor.n_features, current_app.config["MAX_PREDICT_ROWS"])
-        return jsonify(Prediction(model_id=model_id, **predictions.predict(predictor, X)).dump())
+        answer = predict_offloaded(predictor, body)
+        return jsonify(Prediction(model_id=model_id, **answer).dump())
+
+
+def predict_offloaded(predictor: Predictor, body: Any) -> dict[str, Any]:
+    """The body's rows checked and predicted, off the event loop (CPU work; service.offload)."""
+    return offload.run(_predict, predictor, body, current_app.config["MAX_PREDICT_ROWS"])
+
+
+def _predict(predictor: Predictor, body: Any, max_rows: int) -> dict[str, Any]:
+    X = parse_instances(body, predictor.n_features, max_rows)
+    return predictions.predict(predictor, X)  # 422 for rows whose outputs are not finite

@@ -151,25 +151,36 @@ function watchJob(root) {
     schedule();
   }
 
-  const source = new EventSource(root.dataset.eventsUrl);
-  source.addEventListener("status", (event) => {
-    const job = JSON.parse(event.data);
-    showStatus(job);
-    if (TERMINAL.has(job.status)) {
-      source.close(); // the server has ended the stream; don't let EventSource reconnect
-      root.dataset.streamEnded = "true";
-    }
-  });
-  source.addEventListener("epoch", (event) => {
-    const row = JSON.parse(event.data);
-    while (history.length && history[history.length - 1].epoch >= row.epoch) history.pop();
-    history.push(row); // a retried job restarts its history from epoch 1
-    const count = document.querySelector("#progress .count");
-    const bar = document.querySelector("#progress progress");
-    bar.value = row.epoch;
-    count.textContent = row.epoch + "/" + epochs;
-    schedule();
-  });
+  function connect() {
+    const last = history.length ? history[history.length - 1].epoch : 0;
+    const source = new EventSource(root.dataset.eventsUrl + (last ? "?after=" + last : ""));
+    source.addEventListener("status", (event) => {
+      const job = JSON.parse(event.data);
+      showStatus(job);
+      if (TERMINAL.has(job.status)) {
+        source.close(); // the server has ended the stream; don't let EventSource reconnect
+        root.dataset.streamEnded = "true";
+      }
+    });
+    source.addEventListener("epoch", (event) => {
+      const row = JSON.parse(event.data);
+      while (history.length && history[history.length - 1].epoch >= row.epoch) history.pop();
+      history.push(row); // a retried job restarts its history from epoch 1
+      const count = document.querySelector("#progress .count");
+      const bar = document.querySelector("#progress progress");
+      bar.value = row.epoch;
+      count.textContent = row.epoch + "/" + epochs;
+      schedule();
+    });
+    // The browser reconnects by itself when a stream ends (EVENTS_MAX_SECONDS), but not after a
+    // refusal (429: all the tenant's streams are open; 503): try again shortly, from here.
+    source.addEventListener("error", () => {
+      if (source.readyState === EventSource.CLOSED && root.dataset.streamEnded !== "true") {
+        setTimeout(connect, 5000);
+      }
+    });
+  }
+  connect();
   schedule();
 }
 

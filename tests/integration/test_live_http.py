@@ -1,4 +1,4 @@
-"""Plot and Server-Sent Events through real gunicorn (gthread) with a real worker and broker."""
+"""Plot and Server-Sent Events through real gunicorn (gevent) with a real worker and broker."""
 
 from __future__ import annotations
 
@@ -77,8 +77,8 @@ def test_events_resume_and_other_requests_are_served_meanwhile(server: Gunicorn)
         ("epoch", "19"),
         ("epoch", "20"),
     ]
-    # A stream that stays open (a long job, cancelled below) holds one thread; the other
-    # threads keep answering.
+    # A stream that stays open (a long job, cancelled below) is a parked greenlet; other
+    # requests keep being answered.
     spec = copy.deepcopy(SEED_SPEC)
     spec["epochs"] = 10_000
     long_job = requests.post(f"{server.url}/v1/jobs", json=spec, headers=ALICE, timeout=10).json()

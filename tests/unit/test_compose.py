@@ -18,13 +18,12 @@ from tests.support import ROOT
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
 APP_SERVICES = ("migrate", "api", "worker")
-LONG_RUNNING = ("api", "worker", "flower", "redis", "postgres")
+LONG_RUNNING = ("api", "proxy", "worker", "flower", "redis", "postgres")
 # Read by the processes themselves rather than by Settings.
 OTHER_VARIABLES = {
     "API_KEYS",
     "VAR_DIR",
     "WEB_CONCURRENCY",
-    "WEB_THREADS",
     "PROMETHEUS_MULTIPROC_DIR",
 }
 
@@ -35,7 +34,7 @@ def command(service: str) -> list[str]:
 
 
 def test_the_full_stack_is_there() -> None:
-    assert set(SERVICES) == {"migrate", "api", "worker", "flower", "redis", "postgres"}
+    assert set(SERVICES) == {"migrate", "api", "proxy", "worker", "flower", "redis", "postgres"}
 
 
 @pytest.mark.parametrize("service", LONG_RUNNING)
@@ -73,7 +72,6 @@ def test_the_api_runs_under_the_gunicorn_config_and_its_health_routes_exist() ->
     assert argv[:3] == ["gunicorn", "--config", "python:service.gunicorn_conf"]
     assert argv[-1] == "service.app:create_app()"
     assert (ROOT / "service" / "gunicorn_conf.py").exists()
-    assert SERVICES["api"]["ports"] == ["${API_PORT:-8000}:8000"]
     routes = {
         rule.rule for rule in create_app(Settings(), queue=RecordingQueue()).url_map.iter_rules()
     }
@@ -81,6 +79,7 @@ def test_the_api_runs_under_the_gunicorn_config_and_its_health_routes_exist() ->
     paths = re.findall(r"127\.0\.0\.1:8000(/\w+)", probe)
     assert paths and all(path in routes for path in paths), paths
     assert SERVICES["api"]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
+    assert SERVICES["api"]["environment"]["COOKIE_SECURE"] == "${COOKIE_SECURE:-false}"
 
 
 def app_environment(service: str) -> dict[str, str]:
@@ -128,3 +127,98 @@ def test_the_image_holds_every_package_and_serves_the_api() -> None:
     assert cmd is not None
     assert yaml.safe_load(cmd.group(1)) == command("api")
     assert SERVICES["api"]["build"] == "."
+
+
+def nginx_blocks(text: str) -> list[Any]:
+    """nginx's configuration as nested lists: [name, args] for a directive, plus a list of
+    children for a block. Comments dropped; no quoting tricks are used in ours."""
+    tokens = re.findall(r"[{};]|[^\s{};]+", re.sub(r"#[^\n]*", "", text))
+
+    def parse(at: int) -> tuple[list[Any], int]:
+        items: list[Any] = []
+        words: list[str] = []
+        while at < len(tokens):
+            token = tokens[at]
+            at += 1
+            if token == ";":
+                items.append([words[0], words[1:]])
+                words = []
+            elif token == "{":
+                children, at = parse(at)
+                items.append([words[0], words[1:], children])
+                words = []
+            elif token == "}":
+                return items, at
+            else:
+                words.append(token)
+        return items, at
+
+    return parse(0)[0]
+
+
+def find(items: list[Any], name: str) -> list[Any]:
+    return [item for item in items if item[0] == name]
+
+
+def value(items: list[Any], name: str) -> list[str]:
+    (found,) = find(items, name)
+    args: list[str] = found[1]
+    return args
+
+
+def seconds(raw: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600}
+    return float(raw[:-1]) * units[raw[-1]] if raw[-1] in units else float(raw)
+
+
+NGINX = nginx_blocks((ROOT / "deploy" / "nginx.conf").read_text())
+(HTTP,) = [block[2] for block in NGINX if block[0] == "http"]
+(SERVER,) = [block[2] for block in find(HTTP, "server")]
+
+
+def test_only_the_proxy_is_published_and_it_serves_its_config() -> None:
+    proxy = SERVICES["proxy"]
+    assert proxy["image"].startswith("nginx:")
+    assert proxy["ports"] == ["${API_PORT:-8000}:8000"]
+    assert "./deploy/nginx.conf:/etc/nginx/nginx.conf:ro" in proxy["volumes"]
+    assert proxy["depends_on"]["api"]["condition"] == "service_healthy"
+    assert "ports" not in SERVICES["api"] and SERVICES["api"]["expose"] == ["8000"]
+    assert value(SERVER, "listen") == ["8000"]
+    upstream = value(SERVER, "set")
+    assert upstream == ["$api", "http://api:8000"]  # the compose service, gunicorn's port
+    assert Settings().port == 8000
+
+
+def location_for(path: str) -> list[Any]:
+    """The location block nginx picks for `path`: the first regex that matches, else `/`."""
+    for location in find(SERVER, "location"):
+        if location[1][0] == "~" and re.search(location[1][1], path):
+            children: list[Any] = location[2]
+            return children
+    (fallback,) = [loc[2] for loc in find(SERVER, "location") if loc[1] == ["/"]]
+    return fallback
+
+
+@pytest.mark.parametrize("path", ["/v1/jobs/01abc/events", "/ui/jobs/01abc/events"])
+def test_event_streams_pass_the_proxy_unbuffered(path: str) -> None:
+    location = location_for(path)
+    assert value(location, "proxy_buffering") == ["off"]
+    assert value(location, "proxy_pass") == ["$api"]
+    # Quiet for at most EVENTS_HEARTBEAT_SECONDS between events: the proxy must wait longer.
+    assert (
+        seconds(value(location, "proxy_read_timeout")[0]) > 4 * Settings().events_heartbeat_seconds
+    )
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/jobs/01abc", "/v1/jobs/01abc/metrics", "/v1/jobs", "/ui/jobs/01abc", "/healthz"]
+)
+def test_everything_else_is_buffered_and_slow_clients_wait_in_nginx(path: str) -> None:
+    location = location_for(path)
+    assert find(location, "proxy_buffering") == [] and value(SERVER, "proxy_buffering") == ["on"]
+    assert value(location, "proxy_pass") == ["$api"]
+    assert value(SERVER, "proxy_request_buffering") == ["on"]
+    assert seconds(value(HTTP, "client_header_timeout")[0]) <= 30
+    assert seconds(value(HTTP, "client_body_timeout")[0]) <= 60
+    size = value(HTTP, "client_max_body_size")[0]
+    assert int(size.removesuffix("m")) * 1024 * 1024 >= Settings().max_content_length

@@ -106,6 +106,17 @@ class Api:
         return response
 
 
+def events_unavailable(api: Api, app: Flask, job_id: str) -> None:
+    """A stream asked for while the hub cannot read the database answers 503."""
+    hub = app.extensions["trainsvc.events"]
+    readable = hub.db
+    hub.db = Database("postgresql://nobody@127.0.0.1:1/none")  # nothing listens on port 1
+    try:
+        api.call("get", "/v1/jobs/{job_id}/events", 503, job_id=job_id)
+    finally:
+        hub.db = readable
+
+
 def jobs(api: Api, database: Database) -> None:
     """/v1/jobs and a job's own routes: every success and every documented refusal."""
     spec = small_spec()
@@ -216,6 +227,8 @@ def test_every_documented_answer_is_given_and_matches_the_document(
 ) -> None:
     api = Api(client)
     jobs(api, database)
+    done = client.get("/v1/jobs?status=succeeded", headers=ALICE).get_json()["items"][0]["id"]
+    events_unavailable(api, app, done)
     models(api, app, client, database)
     datasets(api)
     keys_and_limits(api, app)
