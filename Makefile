@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format install browser bench reliability streams fuzz clean
+.PHONY: run test lint format install browser bench reliability streams abuse fuzz clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -60,6 +60,10 @@ streams: $(STAMP)
 	$(PY) -m tests.streams --streams $${STREAMS:-2000}
 
 # Schemathesis over /openapi.json at full size (200 generated requests per operation).
+# A careless or hostile tenant against a real stack (SQLite and PostgreSQL): one line per case.
+abuse: $(STAMP)
+	$(PY) -m tests.abuse
+
 fuzz: $(STAMP)
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-200} $(PY) -m pytest tests/unit/test_fuzz.py -q
 

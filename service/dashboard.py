@@ -27,7 +27,7 @@ from core.queries import NotFound
 from core.settings import Settings
 from core.spec import SpecError, parse_spec
 from core.uploads import info_lookup
-from service import jobs, jsonutil, predictions, ui_auth
+from service import jobs, jsonutil, ui_auth
 from service.api.common import db, session
 from service.api.jobs import events_response, plot_response
 from service.api.models import predict_offloaded

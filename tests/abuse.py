@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from core.settings import Settings
+from tests import streams
 from tests.conftest import KEYS
 from tests.live import Gunicorn
 from tests.support import (
@@ -575,6 +576,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.disable(logging.WARNING)
     size = Size.short() if args.short else Size.full()
     ok = True
+    if not args.case:  # open streams: their own stack (tests/streams.py), at this size
+        with tempfile.TemporaryDirectory() as tmp, ExitStack() as cleanup:
+            figures = streams.run(size.streams, Path(tmp), cleanup)
+        slow = [path for path, p in figures["probes"].items() if p["p99_ms"] > 100]
+        streams_ok = figures["complete"] == figures["streams"] and not slow
+        print(f"{'ok  ' if streams_ok else 'FAIL'} {streams.figures_line(figures)}", flush=True)
+        ok = ok and streams_ok
     for database in ("sqlite", "postgresql"):
         try:
             with stack_for(database) as stack:
