@@ -578,10 +578,10 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     if not args.case:  # open streams: their own stack (tests/streams.py), at this size
         with tempfile.TemporaryDirectory() as tmp, ExitStack() as cleanup:
-            figures = streams.run(size.streams, Path(tmp), cleanup)
-        slow = [path for path, p in figures["probes"].items() if p["p99_ms"] > 100]
-        streams_ok = figures["complete"] == figures["streams"] and not slow
-        print(f"{'ok  ' if streams_ok else 'FAIL'} {streams.figures_line(figures)}", flush=True)
+            opened = streams.run(size.streams, Path(tmp), cleanup)
+        slow = [path for path, p in opened["probes"].items() if p["p99_ms"] > 100]
+        streams_ok = opened["complete"] == opened["streams"] and not slow
+        print(f"{'ok  ' if streams_ok else 'FAIL'} {streams.figures_line(opened)}", flush=True)
         ok = ok and streams_ok
     for database in ("sqlite", "postgresql"):
         try:
