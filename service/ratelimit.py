@@ -30,19 +30,27 @@ def _retry_after(now: float) -> float:
     return max(1.0, math.ceil(WINDOW - now % WINDOW))
 
 
-class MemoryRateLimiter:
-    """Counts in this process only (the embedded setup: one machine, no Redis)."""
-
-    def __init__(self, per_minute: int) -> None:
-        self.per_minute = per_minute
-        self._counts: dict[str, tuple[int, int]] = {}
-        self._lock = threading.Lock()
+class _Limiter:
+    """Requests per key per minute: `hit` counts one, `over` only looks; either answers the
+    seconds to wait when the key is over its limit (None: go ahead)."""
 
     def hit(self, key: str) -> float | None:
         return self._count(key, 1)
 
     def over(self, key: str) -> float | None:
         return self._count(key, 0)
+
+    def _count(self, key: str, add: int) -> float | None:
+        raise NotImplementedError
+
+
+class MemoryRateLimiter(_Limiter):
+    """Counts in this process only (the embedded setup: one machine, no Redis)."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._counts: dict[str, tuple[int, int]] = {}
+        self._lock = threading.Lock()
 
     def _count(self, key: str, add: int) -> float | None:
         now = time.time()
@@ -55,18 +63,12 @@ class MemoryRateLimiter:
         return None if count <= self.per_minute else _retry_after(now)
 
 
-class RedisRateLimiter:
+class RedisRateLimiter(_Limiter):
     """Counts in Redis, so every API process shares one limit per key."""
 
     def __init__(self, url: str, per_minute: int) -> None:
         self.per_minute = per_minute
         self.client = redis_client(url, timeout=0.5)
-
-    def hit(self, key: str) -> float | None:
-        return self._count(key, 1)
-
-    def over(self, key: str) -> float | None:
-        return self._count(key, 0)
 
     def _count(self, key: str, add: int) -> float | None:
         now = time.time()
