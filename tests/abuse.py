@@ -39,8 +39,8 @@ from tests import streams
 from tests.conftest import KEYS
 from tests.live import Gunicorn
 from tests.support import (
+    HALF_SECOND_SPEC,
     SEED_SPEC,
-    TINY_SPEC,
     WorkerProcess,
     private_queue,
     redis_url,
@@ -295,9 +295,10 @@ def huge_dataset(stack: Stack, size: Size, figures: Figures) -> None:
 
 
 def queue_flood(stack: Stack, size: Size, figures: Figures) -> None:
-    """One tenant queues many one-epoch jobs; another's job starts within two job lengths."""
+    """One tenant queues many short jobs; another's job starts within two job lengths."""
     in_parallel(
-        size.flood, lambda _: figures.record(stack.request("POST", "/v1/jobs", json_body=TINY_SPEC))
+        size.flood,
+        lambda _: figures.record(stack.request("POST", "/v1/jobs", json_body=HALF_SECOND_SPEC)),
     )
     deadline = time.monotonic() + 120
     while True:  # the flood is being worked through
@@ -308,7 +309,7 @@ def queue_flood(stack: Stack, size: Size, figures: Figures) -> None:
     lengths = [_seconds(j["finished_at"], j["started_at"]) for j in done]
     length = statistics.median(lengths) if lengths else float("nan")
     bob = figures.record(
-        stack.request("POST", "/v1/jobs", tenant="bob", json_body=TINY_SPEC)
+        stack.request("POST", "/v1/jobs", tenant="bob", json_body=HALF_SECOND_SPEC)
     ).json()
     while True:
         job = stack.request("GET", f"/v1/jobs/{bob['id']}", tenant="bob").json()

@@ -117,6 +117,9 @@ TINY_SPEC: dict[str, Any] = {
     "loss": "sparse_categorical_crossentropy",
     "epochs": 20,
 }
+# About half a second: long enough that "two job lengths" is more than the broker's delivery time
+# and a pool process's replacement (every WORKER_MAX_TASKS_PER_CHILD jobs, about a second).
+HALF_SECOND_SPEC: dict[str, Any] = {**TINY_SPEC, "epochs": 400}
 
 
 class LoggedProcess:

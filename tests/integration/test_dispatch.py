@@ -20,7 +20,14 @@ from core.spec import parse_spec
 from service.app import create_app
 from service.jobs import create_job
 from tests.conftest import auth
-from tests.support import TINY_SPEC, WorkerProcess, private_queue, redis_url, scratch_database
+from tests.support import (
+    HALF_SECOND_SPEC,
+    TINY_SPEC,
+    WorkerProcess,
+    private_queue,
+    redis_url,
+    scratch_database,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -56,11 +63,6 @@ def two_workers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tupl
         yield create_app(Settings.from_env(env)).test_client(), database
 
 
-# A job of about half a second: long enough that "two job lengths" is more than the broker's own
-# delivery time and a pool process's replacement (every WORKER_MAX_TASKS_PER_CHILD jobs).
-HALF_SECOND_JOB = {**TINY_SPEC, "epochs": 400}
-
-
 def seconds(later: datetime | None, earlier: datetime | None) -> float:
     assert later is not None and earlier is not None
     return (later - earlier).total_seconds()
@@ -71,7 +73,7 @@ def test_another_tenants_job_starts_within_two_job_lengths(
 ) -> None:
     client, database = two_workers
     for _ in range(200):
-        answer = client.post("/v1/jobs", json=HALF_SECOND_JOB, headers=auth("alice"))
+        answer = client.post("/v1/jobs", json=HALF_SECOND_SPEC, headers=auth("alice"))
         assert answer.status_code == 202, answer.get_json()
     # Let a's jobs run a while, so the queue is busy and job lengths are known.
     deadline = time.monotonic() + 120
@@ -87,7 +89,7 @@ def test_another_tenants_job_starts_within_two_job_lengths(
         assert time.monotonic() < deadline
         time.sleep(0.1)
     length = statistics.median(seconds(j.finished_at, j.started_at) for j in done)
-    b_id = client.post("/v1/jobs", json=HALF_SECOND_JOB, headers=auth("bob")).get_json()["id"]
+    b_id = client.post("/v1/jobs", json=HALF_SECOND_SPEC, headers=auth("bob")).get_json()["id"]
     while True:
         with database.session() as session:
             b = session.get(Job, b_id)
