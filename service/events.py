@@ -39,6 +39,7 @@ from core.models import TERMINAL_STATUSES, Job
 from core.queries import NotFound
 from service.errors import ApiError
 from service.hub import POLL_SECONDS, Feed, Hub, Ticket, Watched
+from service.params import epoch
 from service.sse import KEEPALIVE
 from service.streamcap import RETRY_AFTER_SECONDS
 
@@ -159,15 +160,8 @@ def _source(
 def resume_after(after: str | None, last_event_id: str | None) -> int:
     """The last epoch the client has seen: `?after=N`, else the Last-Event-ID header, else 0."""
     for field, raw in (("after", after), ("Last-Event-ID", last_event_id)):
-        if not raw:
-            continue
-        if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
-            raise ApiError(
-                422,
-                f"{field} must be an epoch number (a whole number, 0 or more)",
-                details=[{"field": field, "message": raw[:100]}],
-            )
-        return int(raw)
+        if raw:
+            return epoch(field, raw)
     return 0
 
 

@@ -85,10 +85,6 @@ class JobFilter(Paging):
     status: Status | None = None
 
 
-class Resume(Query):
-    after: Epoch | None = None
-
-
 class Upload(Query):
     """A CSV upload's fields, from the query string or the form: its label column and name."""
 
@@ -108,6 +104,7 @@ class Headers(Query):
 
 _IDS: TypeAdapter[dict[str, str]] = TypeAdapter(dict[str, Id])
 _FLAGS: TypeAdapter[dict[str, bool]] = TypeAdapter(dict[str, Flag])
+_EPOCHS: TypeAdapter[dict[str, int]] = TypeAdapter(dict[str, Epoch])
 
 
 def validated(
@@ -141,6 +138,11 @@ def flag(name: str) -> bool:
     """A true/false query parameter (absent or empty: false)."""
     raw = request.args.get(name) or "false"
     return validated(_FLAGS.validate_python, {name: raw})[name]
+
+
+def epoch(name: str, raw: str) -> int:
+    """An epoch number sent as `name` (`?after=`, `Last-Event-ID`); 422 naming it."""
+    return validated(_EPOCHS.validate_python, {name: raw})[name]
 
 
 def check_request() -> None:
