@@ -49,7 +49,7 @@ def make_celery(settings: Settings) -> TrainingCelery:
         task_time_limit=settings.job_time_limit,
     )
     app.settings = settings
-    app.db = Database(settings.database_url)
+    app.db = Database(settings.database_url, settings.database_timeout_seconds)
     app.steps["worker"].add(HousekeepingStep)
     return app
 
