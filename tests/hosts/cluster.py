@@ -92,7 +92,7 @@ class DataHost:
         self.dir = Path(tempfile.mkdtemp(prefix=f"{net.tag}-data-"))
         cleanup.callback(shutil.rmtree, self.dir, True)
         self.pgdata = self.dir / "pg"
-        os.chmod(self.dir, 0o755)
+        os.chmod(self.dir, 0o755)  # noqa: S103 - postgres reads its folder
         shutil.chown(self.dir, POSTGRES_USER, POSTGRES_USER)
         subprocess.run(
             as_postgres(["initdb", "-D", str(self.pgdata), "-A", "trust", "-U", POSTGRES_USER,
@@ -226,7 +226,9 @@ class Client:
             if response is not None and response.status_code == 202:
                 return str(response.json()["id"])
             time.sleep(0.5)  # 503 while a part is down: the client tries again
-        raise AssertionError(f"submit never accepted: {response.text if response is not None else None}")
+        raise AssertionError(
+            f"submit never accepted: {response.text if response is not None else None}"
+        )
 
     def job(self, job_id: str) -> dict[str, Any] | None:
         response = self.request("GET", f"/v1/jobs/{job_id}")
@@ -325,7 +327,7 @@ class Deployment:
         self.cleanup.callback(self.db.dispose)
 
     def start_api(self, **env: str) -> None:
-        argv = [*self.cluster.net.exec_argv("api"), *api_command("0.0.0.0", API_PORT)]
+        argv = [*self.cluster.net.exec_argv("api"), *api_command("0.0.0.0", API_PORT)]  # noqa: S104
         self.api = LoggedProcess(argv, {**self.env, **env}, self.tmp / "api.log")
         self.api.name = "API"
         self.cleanup.callback(self.api.stop)

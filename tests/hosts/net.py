@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 PREFIX = "tsh"
@@ -64,10 +65,8 @@ def kill_namespace(ns: str) -> None:
         if not pids:
             break
         for pid in pids:
-            try:
+            with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         time.sleep(0.2)
     run("ip", "netns", "del", ns, check=False)
 
