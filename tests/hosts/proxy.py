@@ -82,7 +82,7 @@ async def handle(
         pump(client_reader, upstream_writer, faults, rng),
         pump(upstream_reader, client_writer, faults, rng),
     )
-    cut_after = rng.uniform(0.5, 20.0) if rng.random() < faults.cut else None
+    cut_after = rng.uniform(0.2, 10.0) if rng.random() < faults.cut else None
     try:
         if cut_after is None:
             await pumps

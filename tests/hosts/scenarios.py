@@ -235,8 +235,18 @@ def lossy_path(
     """The workers reach PostgreSQL and Redis through the fault-injecting proxy: 100 ms +/- 50
     per chunk, 2 % of connections cut mid-stream. All finish, none twice."""
     address = cluster.start_proxy(tmp, cleanup, cut=cut)
-    d = Deployment(cluster, tmp, cleanup, env={"HEARTBEAT_SECONDS": "1", "STALE_AFTER_SECONDS": "8",
-                                                "REQUEUE_AFTER_SECONDS": "10"})  # fmt: skip
+    # Every round trip to the data host now costs about 200 ms: the housekeeping passes (run on
+    # each worker's event loop) and the epoch writes are spaced out to match.
+    slow = {
+        "HEARTBEAT_SECONDS": "1",
+        "STALE_AFTER_SECONDS": "10",
+        "REQUEUE_AFTER_SECONDS": "60",
+        "DISPATCH_INTERVAL_SECONDS": "2",
+        "REAP_INTERVAL_SECONDS": "2",
+        "METRICS_FLUSH_SECONDS": "1",
+        "DATABASE_TIMEOUT_SECONDS": "10",
+    }
+    d = Deployment(cluster, tmp, cleanup, env=slow)
     d.start_api()
     database = d.env["DATABASE_URL"].replace(f"{address}:5432", f"{address}:{PG_PROXY_PORT}")
     via_proxy = {
