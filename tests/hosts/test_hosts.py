@@ -64,7 +64,9 @@ def test_a_cut_off_worker_host_is_taken_over_fenced_and_goes_on_working(
     assert f["succeeded"] == f["submitted"]
     assert f["victim_status"] == "succeeded" and f["victim_attempts"] == 2, f
     assert f["victim_epochs_once"], f
-    assert f["late_writes_fenced"] >= 1, f  # the cut-off attempt's late write was refused
+    # The cut-off attempt wrote nothing after the takeover: its late write was refused by the
+    # attempt fence, or (when its connection broke on the way back) never reached the database.
+    assert f["late_writes_fenced"] + f["w1_lost_db"] >= 1, f
     assert f["w1_claims_after_heal"] >= 1, f
     assert f["recover_s"] < 15, f
 
