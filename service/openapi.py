@@ -69,8 +69,7 @@ def openapi_document() -> dict[str, Any]:
             429: "Rate limit reached, or too many failed authentications from this client "
             "address; see Retry-After",
             500: "The stored model cannot be loaded",
-            503: "The database cannot be reached now (down, restarting, cut off); "
-            "see Retry-After",
+            503: "The database cannot be reached now (down, restarting, cut off); see Retry-After",
         }
         return {str(code): _json(error, text[code]) for code in codes}
 

@@ -99,15 +99,19 @@ async def handle(
             w.transport.abort()
 
 
-async def serve(routes: list[tuple[tuple[str, int], tuple[str, int]]], faults: Faults, seed: int):
+async def serve(
+    routes: list[tuple[tuple[str, int], tuple[str, int]]], faults: Faults, seed: int
+) -> None:
     rng = random.Random(seed)
     servers = []
     for (host, port), target in routes:
-        servers.append(
-            await asyncio.start_server(
-                lambda r, w, t=target: handle(r, w, t, faults, rng), host, port, reuse_address=True
-            )
-        )
+
+        async def serve_one(
+            r: asyncio.StreamReader, w: asyncio.StreamWriter, t: tuple[str, int] = target
+        ) -> None:
+            await handle(r, w, t, faults, rng)
+
+        servers.append(await asyncio.start_server(serve_one, host, port, reuse_address=True))
     print("proxy ready", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from flask.testing import FlaskClient
 from sqlalchemy import exc
 
 from core.db import connection_lost, postgres_timeouts
@@ -23,7 +24,7 @@ def closed_port() -> int:
 
 
 @pytest.fixture
-def client(tmp_path: Path):  # type: ignore[no-untyped-def]
+def client(tmp_path: Path) -> FlaskClient:
     url = f"postgresql://postgres@127.0.0.1:{closed_port()}/nothing"
     settings = Settings(database_url=url, var_dir=tmp_path, auth_failures_per_minute=0,
                         rate_limit_per_minute=0, database_timeout_seconds=2)  # fmt: skip
@@ -38,7 +39,9 @@ def client(tmp_path: Path):  # type: ignore[no-untyped-def]
         ("GET", "/v1/models/01a2b3c4-0000-7000-8000-000000000000"),
     ],
 )
-def test_what_needs_the_database_answers_503_json(client, method: str, path: str) -> None:  # type: ignore[no-untyped-def]
+def test_what_needs_the_database_answers_503_json(
+    client: FlaskClient, method: str, path: str
+) -> None:
     started = time.monotonic()
     response = client.open(path, method=method, headers=auth("alice"), json={"layers": []})
     assert time.monotonic() - started < 5
@@ -47,7 +50,7 @@ def test_what_needs_the_database_answers_503_json(client, method: str, path: str
     assert response.headers["Retry-After"] == "5"
 
 
-def test_liveness_stays_up_and_readiness_names_the_database(client) -> None:  # type: ignore[no-untyped-def]
+def test_liveness_stays_up_and_readiness_names_the_database(client: FlaskClient) -> None:
     assert client.get("/healthz").status_code == 200
     response = client.get("/readyz")
     assert response.status_code == 503
