@@ -51,7 +51,10 @@ class Predictor:
         return np.ascontiguousarray(X, dtype=np.float32)
 
     def outputs(self, X: NDArray) -> NDArray:
-        x = self.prepare(X)
+        return self.forward(self.prepare(X))
+
+    def forward(self, x: NDArray) -> NDArray:
+        """The network's outputs for rows already scaled (float32), as `prepare` gives them."""
         for op in self.ops:
             x = op(x)
         return x
