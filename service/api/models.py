@@ -63,7 +63,12 @@ def _predict(predictor: Predictor, body: Any, max_rows: int) -> dict[str, Any]:
 @bp.get("/<model_id>/evaluation.png")
 def evaluation_plot(model_id: str) -> ResponseReturnValue:
     """The confusion matrix (classification) or residual plot (regression) as PNG."""
-    row = owned(session(), Model, model_id, tenant(), columns=(Model.job_id, Model.evaluation))
+    return evaluation_plot_response(model_id, tenant())
+
+
+def evaluation_plot_response(model_id: str, tenant_id: str) -> ResponseReturnValue:
+    """The tenant's model's evaluation figure; cacheable (it never changes)."""
+    row = owned(session(), Model, model_id, tenant_id, columns=(Model.job_id, Model.evaluation))
     if row.evaluation is None:
         raise ApiError(
             404,
