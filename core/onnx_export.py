@@ -9,10 +9,9 @@ target, `[batch, n_targets]` for more).
 What the graph holds: the stored standardization as `Sub`/`Div` at the input (kept there rather
 than folded into the first kernel: folding subtracts large products in float32 when features
 are far from zero, which costs more precision than the two element-wise ops); each dense layer
-as one `Gemm`; batch normalization folded into the neighbouring dense layer (into the preceding
-one when that one is linear, otherwise into the following one; a `Mul`/`Add` when there is
-neither); dropout removed (it is the identity at inference); each activation of
-core.activations as ONNX operators of opset `OPSET`.
+as one `Gemm`, with batch normalization folded into it and dropout removed exactly as the NumPy
+runtime does (core.folding); each activation of core.activations as ONNX operators of opset
+`OPSET`.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from numpy.typing import NDArray
 
 from core.activations import SELU_ALPHA, SELU_SCALE, ActivationSpec
 from core.artifact import Artifact
-from core.layers import BatchNorm, Dense, Dropout
+from core.folding import AffineStep, DenseStep, folded_steps
 
 if TYPE_CHECKING:
     import onnx
@@ -100,56 +99,6 @@ ACTIVATIONS: dict[str, Callable[[_Graph, str, dict[str, Any]], str]] = {
 }
 
 
-def _bn_affine(layer: BatchNorm, arrays: dict[str, NDArray]) -> tuple[NDArray, NDArray]:
-    """Inference-time batch normalization as x * scale + shift (float64)."""
-    gamma, beta = arrays["gamma"].astype(np.float64), arrays["beta"].astype(np.float64)
-    mean = arrays["moving_mean"].astype(np.float64)
-    var = arrays["moving_variance"].astype(np.float64)
-    scale = gamma / np.sqrt(var + layer.epsilon)
-    return scale, beta - mean * scale
-
-
-def _folded(artifact: Artifact) -> list[tuple[str, Any, dict[str, NDArray]]]:
-    """The layers with dropout removed and batch norm folded: ("dense", activation,
-    {kernel, bias}) and, for a batch norm with no dense layer to fold into, ("affine", None,
-    {scale, shift}); arrays in float64."""
-    steps: list[tuple[str, Any, dict[str, NDArray]]] = []
-    pending: tuple[NDArray, NDArray] | None = None  # a batch norm waiting for the next dense
-    width = int(artifact.meta["n_features"])
-    for i, layer in enumerate(artifact.layers()):
-        arrays = artifact.layer_arrays(i, layer, width)
-        width = layer.out_width(width)
-        if isinstance(layer, Dropout):
-            continue
-        if isinstance(layer, BatchNorm):
-            scale, shift = _bn_affine(layer, arrays)
-            if pending is not None:  # two in a row: compose them
-                scale, shift = pending[0] * scale, pending[1] * scale + shift
-                pending = None
-            last = steps[-1] if steps else None
-            if last is not None and last[0] == "dense" and last[1].type == "linear":
-                # (x W + b) s + t = x (W s) + (b s + t)
-                last[2]["kernel"] = last[2]["kernel"] * scale
-                last[2]["bias"] = last[2]["bias"] * scale + shift
-            else:
-                pending = (scale, shift)
-            continue
-        if isinstance(layer, Dense):
-            kernel = arrays["kernel"].astype(np.float64)
-            bias = arrays["bias"].astype(np.float64)
-            if pending is not None:
-                # (x s + t) W + b = x (s[:, None] W) + (t W + b)
-                scale, shift = pending
-                kernel, bias = scale[:, None] * kernel, shift @ kernel + bias
-                pending = None
-            steps.append(("dense", layer.activation, {"kernel": kernel, "bias": bias}))
-            continue
-        raise ValueError(f"layer type {layer.type!r} has no ONNX form")
-    if pending is not None:
-        steps.append(("affine", None, {"scale": pending[0], "shift": pending[1]}))
-    return steps
-
-
 def to_onnx(artifact: Artifact, *, name: str = "model") -> onnx.ModelProto:
     """The artifact's network as an ONNX model (opset `OPSET`), checked by `onnx.checker`."""
     import onnx
@@ -167,15 +116,17 @@ def to_onnx(artifact: Artifact, *, name: str = "model") -> onnx.ModelProto:
         x = g.op("Sub", [x, g.const("scaler_mean", mean)], "centred")
         x = g.op("Div", [x, g.const("scaler_scale", scale)], "scaled")
     width = n_features
-    for kind, activation, arrays in _folded(artifact):
-        if kind == "affine":
-            x = g.op("Mul", [x, g.const("bn_scale", arrays["scale"].astype(np.float32))])
-            x = g.op("Add", [x, g.const("bn_shift", arrays["shift"].astype(np.float32))])
+    for step in folded_steps(artifact):
+        if isinstance(step, AffineStep):
+            x = g.op("Mul", [x, g.const("bn_scale", step.scale.astype(np.float32))])
+            x = g.op("Add", [x, g.const("bn_shift", step.shift.astype(np.float32))])
             continue
-        kernel = arrays["kernel"].astype(np.float32)
-        bias = arrays["bias"].astype(np.float32)
+        if not isinstance(step, DenseStep):
+            raise ValueError(f"layer type {step.layer.type!r} has no ONNX form")
+        kernel = step.kernel.astype(np.float32)
+        bias = step.bias.astype(np.float32)
         x = g.op("Gemm", [x, g.const("kernel", kernel), g.const("bias", bias)], "dense")
-        x = _activation(g, activation, x)
+        x = _activation(g, step.activation, x)
         width = kernel.shape[1]
     batch = "batch"
     outputs = []

@@ -1,0 +1,120 @@
+"""In-process inference: onnxruntime on the exported ONNX model vs our NumPy runtime.
+
+    .venv/bin/python -m benchmarks.onnx_runtime [--epochs 5] [--repeat 2000]
+
+The seed job's network (dense 64-32-16 with batch norm and dropout, softmax over 3 classes) is
+trained briefly with the NumPy engine (its weights do not change the cost), exported with
+core.onnx_export, and both run the same rows in this process: one row, and a batch of 1,000.
+Figures are medians of `--repeat` calls (one row) or of 200 calls (1,000 rows), after a warm-up.
+
+Our side is measured twice: `Predictor.outputs` (the network's probabilities, what onnxruntime
+gives back) and `Predictor.predict` (the whole answer of the predict route: probabilities as
+lists and labels). onnxruntime runs with its defaults (CPU provider, its own thread pool).
+Target: our one-row `outputs` within 2× of onnxruntime's one-row `run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import print_table
+from core.artifact import Artifact
+from core.datasets import prepare
+from core.onnx_export import OPSET, export_onnx
+from core.runtime import Predictor
+from core.spec import parse_spec
+from worker.engines.numpy_engine.training import train
+from worker.jobs import build_artifact
+
+SEED_JOB = json.loads((Path(__file__).parent.parent / "examples" / "seed_job.json").read_text())
+TARGET_RATIO = 2.0
+
+
+def median_seconds(fn: Callable[[], object], repeat: int) -> float:
+    for _ in range(min(repeat, 200)):  # warm-up: caches, onnxruntime's first-run allocations
+        fn()
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def seed_artifact(epochs: int) -> Artifact:
+    raw = copy.deepcopy(SEED_JOB)
+    raw.update(engine="numpy", epochs=epochs)
+    spec = parse_spec(raw)
+    data = prepare(spec)
+    result = train(spec, data, lambda record: None)
+    return Artifact.from_bytes(build_artifact(spec, data, result).to_bytes())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")
+    parser.add_argument("--repeat", type=int, default=2000, help="one-row calls timed (2000)")
+    args = parser.parse_args()
+
+    import onnxruntime as ort
+
+    artifact = seed_artifact(args.epochs)
+    predictor = Predictor(artifact)
+    blob = export_onnx(artifact)
+    session = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    n_features = predictor.n_features
+    one = rng.normal(size=(1, n_features)).astype(np.float32)
+    batch = rng.normal(size=(1000, n_features)).astype(np.float32)
+    # Same rows, same answers (the parity the tests check, here on the benchmark's rows too).
+    for rows in (one, batch):
+        ours = predictor.outputs(rows)
+        theirs = session.run(["probabilities"], {"input": rows})[0]
+        assert np.abs(ours - theirs).max() < 1e-5
+
+    figures: dict[str, dict[str, float]] = {}
+    for label, rows, repeat in (("1 row", one, args.repeat), ("1,000 rows", batch, 200)):
+        figures[label] = {
+            "onnxruntime run": median_seconds(
+                lambda rows=rows: session.run(None, {"input": rows}), repeat
+            ),
+            "ours: outputs": median_seconds(lambda rows=rows: predictor.outputs(rows), repeat),
+            "ours: predict": median_seconds(lambda rows=rows: predictor.predict(rows), repeat),
+        }
+    print(
+        f"seed-job network ({n_features} features, {len(artifact.meta['layers'])} layers), "
+        f"ONNX opset {OPSET}, onnxruntime {ort.__version__}, {len(blob):,} bytes"
+    )
+    print(f"{'rows':<12}{'onnxruntime run':>18}{'ours: outputs':>16}{'ours: predict':>16}"
+          f"{'outputs / ort':>15}{'predict / ort':>15}")
+    for label, row in figures.items():
+        base = row["onnxruntime run"]
+        print(
+            f"{label:<12}"
+            + "".join(f"{row[name] * 1e6:>14.1f} µs" for name in row)
+            + f"{row['ours: outputs'] / base:>14.2f}×{row['ours: predict'] / base:>14.2f}×"
+        )
+    ratio = figures["1 row"]["ours: outputs"] / figures["1 row"]["onnxruntime run"]
+    print()
+    print_table(
+        [
+            (
+                "one row: ours / onnxruntime",
+                f"{ratio:.2f}×",
+                f"≤ {TARGET_RATIO:g}×",
+                ratio <= TARGET_RATIO,
+            )
+        ]
+    )
+
+
+if __name__ == "__main__":
+    main()
