@@ -5,11 +5,13 @@
 The seed job's network (dense 64-32-16 with batch norm and dropout, softmax over 3 classes) is
 trained briefly with the NumPy engine (its weights do not change the cost), exported with
 core.onnx_export, and both run the same rows in this process: one row, and a batch of 1,000.
-Figures are medians of `--repeat` calls (one row) or of 200 calls (1,000 rows), after a warm-up.
+Figures are medians of `--repeat` calls (one row) or of 200 calls (1,000 rows), after a warm-up,
+the three timed in turn call by call; each side's kernels get `--threads` threads (default 1:
+onnxruntime's intra-op pool and NumPy's BLAS alike).
 
 Our side is measured twice: `Predictor.outputs` (the network's probabilities, what onnxruntime
 gives back) and `Predictor.predict` (the whole answer of the predict route: probabilities as
-lists and labels). onnxruntime runs with its defaults (CPU provider, its own thread pool).
+lists and labels). onnxruntime runs on its CPU provider with default graph optimizations.
 Target: our one-row `outputs` within 2× of onnxruntime's one-row `run`.
 """
 
@@ -38,15 +40,19 @@ SEED_JOB = json.loads((Path(__file__).parent.parent / "examples" / "seed_job.jso
 TARGET_RATIO = 2.0
 
 
-def median_seconds(fn: Callable[[], object], repeat: int) -> float:
-    for _ in range(min(repeat, 200)):  # warm-up: caches, onnxruntime's first-run allocations
-        fn()
-    times = []
+def interleaved_medians(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
+    """Median seconds per call of each function, timed in turn call by call (so a busy moment
+    of the machine falls on all of them alike), after a warm-up."""
+    for _ in range(min(repeat, 100)):  # warm-up: caches, onnxruntime's first-run allocations
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            started = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def seed_artifact(epochs: int) -> Artifact:
@@ -62,14 +68,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")
     parser.add_argument("--repeat", type=int, default=2000, help="one-row calls timed (2000)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="threads for each side's kernels (default 1)"
+    )
     args = parser.parse_args()
 
     import onnxruntime as ort
+    from threadpoolctl import threadpool_limits
 
     artifact = seed_artifact(args.epochs)
     predictor = Predictor(artifact)
     blob = export_onnx(artifact)
-    session = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = args.threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(blob, options, providers=["CPUExecutionProvider"])
+    threadpool_limits(args.threads)  # NumPy's BLAS: as many threads as onnxruntime's pool
     rng = np.random.default_rng(0)
     n_features = predictor.n_features
     one = rng.normal(size=(1, n_features)).astype(np.float32)
@@ -82,16 +96,18 @@ def main() -> None:
 
     figures: dict[str, dict[str, float]] = {}
     for label, rows, repeat in (("1 row", one, args.repeat), ("1,000 rows", batch, 200)):
-        figures[label] = {
-            "onnxruntime run": median_seconds(
-                lambda rows=rows: session.run(None, {"input": rows}), repeat
-            ),
-            "ours: outputs": median_seconds(lambda rows=rows: predictor.outputs(rows), repeat),
-            "ours: predict": median_seconds(lambda rows=rows: predictor.predict(rows), repeat),
-        }
+        figures[label] = interleaved_medians(
+            {
+                "onnxruntime run": lambda rows=rows: session.run(None, {"input": rows}),
+                "ours: outputs": lambda rows=rows: predictor.outputs(rows),
+                "ours: predict": lambda rows=rows: predictor.predict(rows),
+            },
+            repeat,
+        )
     print(
         f"seed-job network ({n_features} features, {len(artifact.meta['layers'])} layers), "
-        f"ONNX opset {OPSET}, onnxruntime {ort.__version__}, {len(blob):,} bytes"
+        f"ONNX opset {OPSET}, onnxruntime {ort.__version__}, {len(blob):,} bytes; "
+        f"{args.threads} thread(s) each"
     )
     print(f"{'rows':<12}{'onnxruntime run':>18}{'ours: outputs':>16}{'ours: predict':>16}"
           f"{'outputs / ort':>15}{'predict / ort':>15}")
