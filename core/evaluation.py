@@ -91,7 +91,7 @@ def classification_metrics(y: NDArray, proba: NDArray, classes: list[Any]) -> di
     return {
         "task": "classification",
         "split": "test",
-        "n_samples": int(len(y)),
+        "n_samples": len(y),
         "labels": list(classes),
         "confusion_matrix": metrics.confusion_matrix(y, predicted, labels=labels).tolist()
         if present
@@ -153,7 +153,7 @@ def _roc_auc(y: NDArray, proba: NDArray, n_classes: int) -> dict[str, Any]:
 
 def regression_metrics(actual: NDArray, predicted: NDArray) -> dict[str, Any]:
     """MAE, RMSE and R² (averaged over targets), and a summary and histogram of the residuals
-    (predicted − actual), with a sample of (actual, predicted) pairs of the first target."""
+    (predicted - actual), with a sample of (actual, predicted) pairs of the first target."""
     from sklearn import metrics
 
     usable = np.isfinite(predicted).all(axis=1)
@@ -180,7 +180,9 @@ def regression_metrics(actual: NDArray, predicted: NDArray) -> dict[str, Any]:
         counts, edges = np.histogram(residuals, bins=RESIDUAL_BINS)
         histogram = {"edges": [finite(e) for e in edges], "counts": counts.tolist()}
     step = max(1, math.ceil(n / MAX_POINTS))
-    points = [[finite(a), finite(p)] for a, p in zip(actual[::step, 0], predicted[::step, 0], strict=True)]
+    points = [
+        [finite(a), finite(p)] for a, p in zip(actual[::step, 0], predicted[::step, 0], strict=True)
+    ]
     return {
         "task": "regression",
         "split": "test",

@@ -62,9 +62,7 @@ class _Graph:
     ) -> str:
         """Add a node; its output's name (`out`, or a fresh one from `stem`)."""
         out = out or self.name(stem or kind.lower())
-        self.nodes.append(
-            self.helper.make_node(kind, inputs, [out], name=self.name(kind), **attrs)
-        )
+        self.nodes.append(self.helper.make_node(kind, inputs, [out], name=self.name(kind), **attrs))
         return out
 
 

@@ -41,9 +41,7 @@ bp = Blueprint("ui", __name__)
 # The reference job, shipped inside the package (examples/seed_job.json links to it).
 SEED_SPEC = Path(__file__).resolve().parent / "static" / "seed_job.json"
 # Routes the page's scripts call: they answer errors as JSON, never with a redirect or a page.
-DATA_ROUTES = frozenset(
-    {"ui.rows", "ui.events", "ui.plot", "ui.predict", "ui.evaluation_plot"}
-)
+DATA_ROUTES = frozenset({"ui.rows", "ui.events", "ui.plot", "ui.predict", "ui.evaluation_plot"})
 OPEN_ROUTES = frozenset({"ui.login"})
 CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -178,12 +179,12 @@ def _residual_figure(evaluation: dict[str, Any], title: str) -> Figure:
         left.plot([low, high], [low, high], color="gray", linestyle="--", linewidth=1)
     histogram = evaluation.get("residual_histogram") or {}
     edges, counts = histogram.get("edges") or [], histogram.get("counts") or []
-    right.set_title("Residuals (predicted − actual)")
+    right.set_title("Residuals (predicted - actual)")
     right.set_xlabel("Residual")
     right.set_ylabel("Test values")
     right.grid(True, alpha=0.3)
     if counts and None not in edges:
-        widths = [b - a for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        widths = [b - a for a, b in itertools.pairwise(edges)]
         right.bar(edges[:-1], counts, width=widths, align="edge", color=VAL_COLOR, alpha=0.8)
         right.axvline(0.0, color="gray", linestyle="--", linewidth=1)
     return fig

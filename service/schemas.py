@@ -242,16 +242,14 @@ class RegressionEvaluation(Out):
     mae: float | None
     rmse: float | None
     r2: float | None = Field(description="Averaged over targets")
-    residuals: ResidualSummary = Field(description="Of predicted − actual, over all targets")
+    residuals: ResidualSummary = Field(description="Of predicted - actual, over all targets")
     residual_histogram: Histogram
     points: list[list[float | None]] = Field(
         description="Up to 200 [actual, predicted] pairs of the first target (for the plot)"
     )
 
 
-Evaluation = Annotated[
-    ClassificationEvaluation | RegressionEvaluation, Field(discriminator="task")
-]
+Evaluation = Annotated[ClassificationEvaluation | RegressionEvaluation, Field(discriminator="task")]
 
 
 class ModelOut(Out):

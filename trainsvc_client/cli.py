@@ -421,9 +421,14 @@ def evaluation_line(evaluation: Json | None) -> str | None:
     """The test-split evaluation in one line (None for models trained before evaluations)."""
     if not evaluation:
         return None
+    names: tuple[tuple[str, str], ...]
     if evaluation.get("task") == "classification":
-        names = (("accuracy", "accuracy"), ("macro_f1", "macro F1"), ("roc_auc", "ROC AUC"))
-        names += (("log_loss", "log loss"),)
+        names = (
+            ("accuracy", "accuracy"),
+            ("macro_f1", "macro F1"),
+            ("roc_auc", "ROC AUC"),
+            ("log_loss", "log loss"),
+        )
     else:
         names = (("mae", "MAE"), ("rmse", "RMSE"), ("r2", "R²"))
     parts = [f"{label} {_fixed(evaluation.get(key), 4)}" for key, label in names]

@@ -102,7 +102,9 @@ def test_evaluate_plot_and_export_a_trained_model(stack: Stack, engine: str, tas
     onnx.checker.check_model(onnx.load_from_string(exported.data), full_check=True)
     session = ort.InferenceSession(exported.data, providers=["CPUExecutionProvider"])
     outputs = dict(
-        zip([o.name for o in session.get_outputs()], session.run(None, {"input": rows}), strict=True)
+        zip(
+            [o.name for o in session.get_outputs()], session.run(None, {"input": rows}), strict=True
+        )
     )
     if task == "classification":
         np.testing.assert_allclose(outputs["probabilities"], answer["probabilities"], atol=1e-5)

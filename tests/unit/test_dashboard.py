@@ -210,7 +210,9 @@ def test_job_page_shows_the_evaluation_with_the_original_labels(
     # Classes in sorted order (as the model stores them), as both headers of the heat map.
     assert re.findall(r'<th class="num">(\w+)</th>', matrix) == ["high", "low", "mid"]
     assert re.findall(r"<tr><th>(\w+)</th>", matrix) == ["high", "low", "mid"]
-    counts = [int(n) for n in re.findall(r'class="num heat-\d[^"]*"\s+title="[^"]*">(\d+)<', matrix)]
+    counts = [
+        int(n) for n in re.findall(r'class="num heat-\d[^"]*"\s+title="[^"]*">(\d+)<', matrix)
+    ]
     assert len(counts) == 9 and sum(counts) == 16  # 80 rows, test_size 0.2
     assert "heat-9" in matrix  # the largest cell is the darkest
     plot = client.get(job_url + "/evaluation.png")

@@ -113,7 +113,10 @@ def test_regression_metrics() -> None:
         {},
         {"loss": "categorical_crossentropy"},
         {
-            "dataset": {"builtin": "make_regression", "params": {"n_samples": 120, "n_features": 5}},
+            "dataset": {
+                "builtin": "make_regression",
+                "params": {"n_samples": 120, "n_features": 5},
+            },
             "layers": [
                 {"type": "dense", "units": 8, "activation": "relu"},
                 {"type": "dense", "units": 1},

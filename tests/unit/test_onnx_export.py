@@ -50,7 +50,7 @@ HIDDEN = [
 
 def keras_train() -> Callable[..., Any]:
     keras_engine = pytest.importorskip("worker.engines.keras_engine")
-    return keras_engine.train  # type: ignore[no-any-return]
+    return keras_engine.train
 
 
 TRAINERS: dict[str, Callable[[], Callable[..., Any]]] = {
