@@ -217,3 +217,19 @@ def test_job_page_shows_the_evaluation_with_the_original_labels(
     assert "heat-9" in matrix  # the largest cell is the darkest
     plot = client.get(job_url + "/evaluation.png")
     assert plot.status_code == 200 and plot.data.startswith(PNG_MAGIC)
+
+
+def test_job_page_shows_a_regression_evaluation(client: FlaskClient, database: Database) -> None:
+    token = sign_in(client)
+    spec = small_spec(
+        dataset={"builtin": "make_regression", "params": {"n_samples": 100, "n_features": 4}},
+        layers=[{"type": "dense", "units": 4, "activation": "relu"}, {"type": "dense", "units": 1}],
+        loss="mse",
+    )
+    job_url = submit_form(client, token, spec).headers["Location"]
+    assert run_job(database, job_url.rsplit("/", 1)[-1]) == "succeeded"
+    page = client.get(job_url).get_data(as_text=True)
+    assert 'id="residuals"' in page and 'data-evaluation="rmse"' in page
+    assert 'id="confusion-matrix"' not in page
+    plot = client.get(job_url + "/evaluation.png")
+    assert plot.status_code == 200 and plot.data.startswith(PNG_MAGIC)
