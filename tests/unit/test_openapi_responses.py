@@ -117,6 +117,27 @@ def events_unavailable(api: Api, app: Flask, job_id: str) -> None:
         hub.db = readable
 
 
+def database_unavailable(api: Api, app: Flask) -> None:
+    """Every route that needs the database answers 503 (JSON, Retry-After) while it is down."""
+    readable = app.extensions["trainsvc.db"]
+    app.extensions["trainsvc.db"] = Database("postgresql://nobody@127.0.0.1:1/none")
+    bodies: dict[tuple[str, str], dict[str, Any]] = {
+        ("/v1/jobs", "post"): {"json": small_spec()},
+        ("/v1/models/{model_id}/predict", "post"): {"json": {"instances": [[0.5] * 5]}},
+        ("/v1/datasets", "post"): {"query": "?label=y", "data": CSV, "content_type": "text/csv"},
+    }
+    try:
+        for path, method, status in sorted(documented()):
+            if status != "503" or path in ("/v1/jobs/{job_id}/events", "/readyz"):
+                continue
+            parameters = DOC["paths"][path][method].get("parameters", [])
+            ids = {p["name"]: "nope" for p in parameters if p["in"] == "path"}
+            response = api.call(method, path, 503, **ids, **bodies.get((path, method), {}))
+            assert response.headers["Retry-After"] == "5"
+    finally:
+        app.extensions["trainsvc.db"] = readable
+
+
 def jobs(api: Api, database: Database) -> None:
     """/v1/jobs and a job's own routes: every success and every documented refusal."""
     spec = small_spec()
@@ -255,6 +276,7 @@ def test_every_documented_answer_is_given_and_matches_the_document(
     datasets(api)
     keys_and_limits(api, app)
     health(api, queue, monkeypatch)
+    database_unavailable(api, app)
     missing = sorted(documented() - api.seen)
     assert not missing, f"documented answers this test never saw (add a call for each): {missing}"
 
