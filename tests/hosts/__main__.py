@@ -47,9 +47,10 @@ def main(names: list[str]) -> int:
                     failed += 1
                     print(f"FAIL {name}: {type(exc).__name__}: {exc}", flush=True)
                     continue
-            bad = figures.get("lost", 0) or figures.get("duplicates", 0) or figures.get("5xx", 0)
+            bad = scenarios.problems(name, figures)
             failed += bool(bad)
-            print(f"{'FAIL' if bad else 'ok  '} {json.dumps(figures)}", flush=True)
+            line = json.dumps(figures)
+            print(f"FAIL ({', '.join(bad)}) {line}" if bad else f"ok   {line}", flush=True)
     return 1 if failed else 0
 
 

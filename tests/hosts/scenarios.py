@@ -16,7 +16,6 @@ from typing import Any
 from tests.hosts.cluster import (
     PG_PROXY_PORT,
     REDIS_PROXY_PORT,
-    TERMINAL,
     Cluster,
     Deployment,
     WorkerHost,
@@ -307,5 +306,28 @@ def clock_skew(cluster: Cluster, tmp: Path, cleanup: ExitStack, jobs: int = 10) 
     )
 
 
-def terminal(final: dict[str, dict[str, Any]]) -> bool:
-    return all(j["status"] in TERMINAL for j in final.values())
+def problems(name: str, f: dict[str, Any]) -> list[str]:
+    """What in a scenario's figures says it failed (empty: it passed); `make hosts` uses it."""
+    bad = [k for k in ("lost", "duplicates", "5xx", "hangs") if f.get(k)]
+    if name != "data_restarts" and f.get("succeeded", f.get("submitted")) != f.get("submitted"):
+        bad.append("succeeded < submitted")
+    checks = {
+        "both_hosts": lambda: all(n > 0 for n in f["claims"].values()),
+        "worker_host_cut": lambda: (
+            f["victim_attempts"] == 2
+            and f["victim_epochs_once"]
+            and f["late_writes_fenced"] + f["w1_lost_db"] >= 1
+            and f["w1_claims_after_heal"] >= 1
+        ),
+        "data_restarts": lambda: f["without_reason"] == 0 and set(f["during_pg"]) == {503},
+        "api_host_cut": lambda: (
+            f["readyz_503_after_s"] < 10
+            and f["healthz_during"] == [200]
+            and f["jobs_during"] == 503
+            and f["jobs_after"] == 200
+        ),
+        "clock_skew": lambda: f["first_attempt"] == f["submitted"] and f["worker_lost"] == 0,
+    }
+    if name in checks and not checks[name]():
+        bad.append(f"{name} expectations")
+    return bad

@@ -131,7 +131,7 @@ def database_unavailable(api: Api, app: Flask) -> None:
             if status != "503" or path in ("/v1/jobs/{job_id}/events", "/readyz"):
                 continue
             parameters = DOC["paths"][path][method].get("parameters", [])
-            ids = {p["name"]: "nope" for p in parameters if p["in"] == "path"}
+            ids: dict[str, Any] = {p["name"]: "nope" for p in parameters if p["in"] == "path"}
             response = api.call(method, path, 503, **ids, **bodies.get((path, method), {}))
             assert response.headers["Retry-After"] == "5"
     finally:
