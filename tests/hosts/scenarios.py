@@ -27,6 +27,19 @@ ROOT = Path(__file__).resolve().parents[2]
 SKEW_HOOK = "CLOCK_SKEW_SECONDS"
 
 
+def endings(final: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """How the jobs ended: `succeeded`, or the failure's code."""
+    out: dict[str, int] = {}
+    for job in final.values():
+        key = (
+            job["status"]
+            if job["status"] == "succeeded"
+            else (job.get("error") or {}).get("code", job["status"])
+        )
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
 def claimed_ids(worker: WorkerHost) -> list[str]:
     """The job ids this worker claimed, in order (from its JSON log)."""
     ids: list[str] = []
@@ -57,6 +70,7 @@ def both_hosts(cluster: Cluster, tmp: Path, cleanup: ExitStack, jobs: int = 40) 
         claims=claims,
         attempts_over_1=sum(1 for j in final.values() if j["attempts"] > 1),
         drain_s=round(time.monotonic() - start, 1),
+        endings=endings(final),
     )
 
 
@@ -267,6 +281,7 @@ def lossy_path(
         connections_cut=proxy_log.count("\ncut ") + proxy_log.startswith("cut "),
         attempts_over_1=sum(1 for j in final.values() if j["attempts"] > 1),
         claims={host: w.claimed() for host, w in d.workers.items()},
+        endings=endings(final),
     )
 
 
