@@ -326,11 +326,18 @@ class Deployment:
         self.db = Database(self.local_url)
         self.cleanup.callback(self.db.dispose)
 
-    def start_api(self, **env: str) -> None:
+    def start_api(self, wait: bool = True) -> None:
+        """Gunicorn on the API host (on all its addresses: the switch's and the driver's);
+        `wait=False` returns at once (`start_workers` waits for it too)."""
         argv = [*self.cluster.net.exec_argv("api"), *api_command("0.0.0.0", API_PORT)]  # noqa: S104
-        self.api = LoggedProcess(argv, {**self.env, **env}, self.tmp / "api.log")
+        self.api = LoggedProcess(argv, self.env, self.tmp / "api.log")
         self.api.name = "API"
         self.cleanup.callback(self.api.stop)
+        if wait:
+            self.wait_api()
+
+    def wait_api(self) -> None:
+        assert self.api is not None
         self.api.wait_until(lambda: self.client.status("/healthz") == 200, 60)
 
     def start_workers(self, concurrency: int = 1, **per_host: dict[str, str]) -> None:
@@ -342,6 +349,8 @@ class Deployment:
             self.workers[host] = worker
         for worker in self.workers.values():
             worker.wait_ready()
+        if self.api is not None:
+            self.wait_api()
 
     def models_per_job(self, ids: list[str]) -> dict[str, int]:
         with self.db.begin() as session:

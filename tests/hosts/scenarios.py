@@ -56,7 +56,7 @@ def claimed_ids(worker: WorkerHost) -> list[str]:
 def both_hosts(cluster: Cluster, tmp: Path, cleanup: ExitStack, jobs: int = 40) -> dict[str, Any]:
     """Jobs over both worker hosts: both train, every job ends once."""
     d = Deployment(cluster, tmp, cleanup)
-    d.start_api()
+    d.start_api(wait=False)
     d.start_workers()
     start = time.monotonic()
     ids = [d.client.submit(job_spec(rows=1000, epochs=10, name=f"job-{i}")) for i in range(jobs)]
@@ -84,7 +84,7 @@ def worker_host_cut(
     fence must refuse them. Then w1 must go on working.
     """
     d = Deployment(cluster, tmp, cleanup, env={"DATABASE_TIMEOUT_SECONDS": "30"})
-    d.start_api()
+    d.start_api(wait=False)
     d.start_workers()
     w1 = d.workers["w1"]
     ids = [d.client.submit(job_spec(rows=3000, epochs=40, name=f"job-{i}")) for i in range(jobs)]
@@ -138,7 +138,7 @@ def worker_host_cut(
 def data_restarts(cluster: Cluster, tmp: Path, cleanup: ExitStack, jobs: int = 6) -> dict[str, Any]:
     """The data host's Redis killed and restarted, then its PostgreSQL, while jobs train."""
     d = Deployment(cluster, tmp, cleanup)
-    d.start_api()
+    d.start_api(wait=False)
     d.start_workers()
     ids = [d.client.submit(job_spec(rows=3000, epochs=40, name=f"job-{i}")) for i in range(jobs)]
     wait_for(
@@ -243,7 +243,12 @@ def api_host_cut(
 
 
 def lossy_path(
-    cluster: Cluster, tmp: Path, cleanup: ExitStack, jobs: int = 20, cut: float = 0.02
+    cluster: Cluster,
+    tmp: Path,
+    cleanup: ExitStack,
+    jobs: int = 20,
+    cut: float = 0.02,
+    epochs: int = 10,
 ) -> dict[str, Any]:
     """The workers reach PostgreSQL and Redis through the fault-injecting proxy: 100 ms +/- 50
     per chunk, 2 % of connections cut mid-stream. All finish, none twice."""
@@ -260,7 +265,7 @@ def lossy_path(
         "DATABASE_TIMEOUT_SECONDS": "10",
     }
     d = Deployment(cluster, tmp, cleanup, env=slow)
-    d.start_api()
+    d.start_api(wait=False)
     database = d.env["DATABASE_URL"].replace(f"{address}:5432", f"{address}:{PG_PROXY_PORT}")
     via_proxy = {
         "DATABASE_URL": database,
@@ -269,7 +274,8 @@ def lossy_path(
     }
     d.start_workers(w1=via_proxy, w2=via_proxy)
     start = time.monotonic()
-    ids = [d.client.submit(job_spec(rows=1000, epochs=10, name=f"job-{i}")) for i in range(jobs)]
+    spec = job_spec(rows=1000, epochs=epochs)
+    ids = [d.client.submit({**spec, "name": f"job-{i}"}) for i in range(jobs)]
     final = d.client.wait_all(ids, timeout=120 + 10 * jobs)
     proxy_log = cluster.proxy.log() if cluster.proxy else ""
     return d.figures(
@@ -298,7 +304,7 @@ def clock_skew(cluster: Cluster, tmp: Path, cleanup: ExitStack, jobs: int = 10) 
     """Worker host w2's clock 90 s ahead (CLOCK_SKEW_SECONDS on its workers): every healthy job
     succeeds on its first attempt; a worker_lost message would name what was seen."""
     d = Deployment(cluster, tmp, cleanup)
-    d.start_api()
+    d.start_api(wait=False)
     d.start_workers(w2={SKEW_HOOK: "90"})
     ids = [d.client.submit(job_spec(rows=2000, epochs=20, name=f"job-{i}")) for i in range(jobs)]
     final = d.client.wait_all(ids, timeout=60 + 10 * jobs)

@@ -97,7 +97,7 @@ def test_a_slow_lossy_path_finishes_every_job_once(
     cluster: Cluster, tmp_path: Path, cleanup: ExitStack
 ) -> None:
     # A higher cut rate than the full run's 2 %, so a short run sees cuts too.
-    f = report(scenarios.lossy_path(cluster, tmp_path, cleanup, jobs=4, cut=0.1))
+    f = report(scenarios.lossy_path(cluster, tmp_path, cleanup, jobs=4, cut=0.1, epochs=4))
     check_jobs(f)
     assert f["succeeded"] == 4, f
 
