@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import tempfile
 from contextlib import ExitStack
@@ -28,6 +29,8 @@ SCENARIOS = {
 
 def main(names: list[str]) -> int:
     logging.disable(logging.WARNING)
+    # SIGTERM unwinds like Ctrl-C, so the namespaces and servers are removed on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     unusable = why_unusable()
     if unusable:
         print(f"skipped: {unusable}")

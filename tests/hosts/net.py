@@ -71,15 +71,27 @@ def kill_namespace(ns: str) -> None:
     run("ip", "netns", "del", ns, check=False)
 
 
+def stale_owner(name: str) -> bool:
+    """`name` is one of ours (`tsh<pid>...`) and the process that made it has gone."""
+    if not name.startswith(PREFIX):
+        return False
+    owner = name[len(PREFIX) :].split("-", 1)[0]
+    return owner.isdigit() and not _alive(int(owner))
+
+
 def remove_stale() -> list[str]:
-    """Delete our namespaces whose creating process has gone (a crashed earlier run)."""
+    """Delete our namespaces (and data folders) whose creating process has gone (a crashed
+    earlier run)."""
+    import tempfile
+    from pathlib import Path
+
+    for folder in Path(tempfile.gettempdir()).glob(f"{PREFIX}*-data-*"):
+        if stale_owner(folder.name):
+            shutil.rmtree(folder, ignore_errors=True)
     removed: list[str] = []
     for line in run("ip", "netns", "list", check=False).stdout.splitlines():
         name = line.split()[0] if line.split() else ""
-        if not name.startswith(PREFIX):
-            continue
-        owner = name[len(PREFIX) :].split("-", 1)[0]
-        if owner.isdigit() and not _alive(int(owner)):
+        if stale_owner(name):
             kill_namespace(name)
             removed.append(name)
     return removed
