@@ -60,7 +60,11 @@ def connection_lost(error: BaseException) -> bool:
     if isinstance(error, exc.TimeoutError):  # no pooled connection came free in time
         return True
     if isinstance(error, exc.DBAPIError):
-        return bool(error.connection_invalidated) or isinstance(
+        if error.connection_invalidated:
+            return True
+        # SQLite's OperationalError is about the file (locked, no such table), not a network.
+        driver = type(error.orig).__module__ if error.orig is not None else ""
+        return not driver.startswith("sqlite3") and isinstance(
             error, exc.OperationalError | exc.InterfaceError
         )
     return False

@@ -4,6 +4,7 @@ a hang; /healthz stays 200 and /readyz says what is missing."""
 from __future__ import annotations
 
 import socket
+import sqlite3
 import time
 from pathlib import Path
 
@@ -62,6 +63,8 @@ def test_connection_errors_are_told_from_wrong_statements() -> None:
     assert connection_lost(exc.TimeoutError("pool"))
     assert not connection_lost(exc.IntegrityError("INSERT", {}, Exception("duplicate key")))
     assert not connection_lost(ValueError("not a database error"))
+    locked = sqlite3.OperationalError("database is locked")
+    assert not connection_lost(exc.OperationalError("UPDATE", {}, locked))
 
 
 def test_every_wait_on_postgres_is_bounded() -> None:
