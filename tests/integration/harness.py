@@ -92,9 +92,12 @@ class Harness:
         cleanup.callback(harness.db.dispose)
         return harness
 
-    def start_worker(self, concurrency: int = 1) -> WorkerProcess:
+    def start_worker(self, concurrency: int = 1, **env: str) -> WorkerProcess:
+        """Start a worker process; `env` adds to (or overrides) the harness's settings for it."""
         n = len(self.workers)
-        worker = WorkerProcess(self.env, self.tmp / f"worker-{n}.log", concurrency=concurrency)
+        worker = WorkerProcess(
+            {**self.env, **env}, self.tmp / f"worker-{n}.log", concurrency=concurrency
+        )
         self.cleanup.callback(worker.stop)
         self.workers.append(worker)
         worker.wait_ready()

@@ -77,9 +77,7 @@ def test_a_numpy_run_resumed_from_a_checkpoint_is_bit_identical(name: str) -> No
         snapshot = stored(store.saved[at - 1])
         assert snapshot.epoch == at
         later: list[EpochRecord] = []
-        resumed = train(
-            spec, data, later.append, start=Start(resume=snapshot, history=epochs[:at])
-        )
+        resumed = train(spec, data, later.append, start=Start(resume=snapshot, history=epochs[:at]))
         assert [r.epoch for r in later] == list(range(at + 1, len(whole.history) + 1))
         assert [r.loss for r in resumed.history] == [r.loss for r in whole.history]
         assert resumed.arrays.keys() == whole.arrays.keys()

@@ -241,17 +241,17 @@ def fit_model(
     (within Keras's own determinism: its shuffling and dropout streams start anew); with
     initial weights (warm start), it starts from them.
     """
-    start = start or Start()
+    begin = start or Start()
     keras = _keras()
-    keras.utils.set_random_seed((spec.seed + start.first_epoch - 1) % 2**32)
+    keras.utils.set_random_seed((spec.seed + begin.first_epoch - 1) % 2**32)
     model = build_model(spec, data.n_features)
-    if start.init is not None:
-        import_arrays(model, spec.layers, data.n_features, start.init)
+    if begin.init is not None:
+        import_arrays(model, spec.layers, data.n_features, begin.init)
     policy = StopPolicy(spec.early_stopping, spec.max_seconds, spec.epochs)
-    history: list[EpochRecord] = list(start.history)
+    history: list[EpochRecord] = list(begin.history)
     state: dict[str, Any] = {"error": None, "best": None, "started": 0.0}
-    if start.resume is not None:
-        state["best"] = _restore(start.resume, model, spec, data.n_features, policy)
+    if begin.resume is not None:
+        state["best"] = _restore(begin.resume, model, spec, data.n_features, policy)
 
     class Reporter(keras.callbacks.Callback):  # type: ignore[name-defined]
         """Records each epoch, stops on divergence, cancellation, early stopping or time."""
@@ -294,12 +294,12 @@ def fit_model(
                 return
             if verdict.stop:
                 self.model.stop_training = True
-            elif record.epoch < spec.epochs and start.checkpoints.due():
+            elif record.epoch < spec.epochs and begin.checkpoints.due():
                 snapshot = _snapshot(
                     record.epoch, self.model, spec, data.n_features, policy, state["best"]
                 )
                 try:
-                    start.checkpoints.save(snapshot)
+                    begin.checkpoints.save(snapshot)
                 except Exception as exc:  # superseded: stop, re-raised after fit
                     state["error"] = exc
                     self.model.stop_training = True
@@ -310,7 +310,7 @@ def fit_model(
         data.T_fit,
         validation_data=(data.X_val, data.T_val) if has_val else None,
         epochs=spec.epochs,
-        initial_epoch=start.first_epoch - 1,
+        initial_epoch=begin.first_epoch - 1,
         batch_size=spec.batch_size,
         shuffle=True,
         verbose=0,
