@@ -224,8 +224,9 @@ def _restore(
     for i, variable in enumerate(variables):
         variable.assign(snapshot.arrays[f"{OPTIMIZER}{i}"])
     policy.restore(snapshot.state["policy"])
-    best = [snapshot.arrays[f"{BEST}{i}"] for i in range(len(model.get_weights()))]
-    return best if f"{BEST}0" in snapshot.arrays else None
+    if f"{BEST}0" not in snapshot.arrays:
+        return None
+    return [snapshot.arrays[f"{BEST}{i}"] for i in range(len(model.get_weights()))]
 
 
 def fit_model(
