@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, exists, select, update
 
 from core.db import Database, aware, read_db_now, rowcount
-from core.models import Job
+from core.models import TERMINAL_STATUSES, Job, JobCheckpoint
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,8 @@ def reap_once(db: Database, enqueue: Callable[[str], None], settings: Settings) 
             values = {"status": "queued", "enqueued_at": now}
         with db.begin() as session:
             changed = rowcount(session.execute(update(Job).where(*fence).values(**values)))
+            if changed and values["status"] in TERMINAL_STATUSES:
+                session.execute(delete(JobCheckpoint).where(JobCheckpoint.job_id == job_id))
         if not changed:
             continue
         if values["status"] == "queued":
@@ -132,6 +134,9 @@ def reap_once(db: Database, enqueue: Callable[[str], None], settings: Settings) 
                 )
     if report.resent:
         log.info("re-sent %d queued job(s) to the broker", len(report.resent))
+    with db.begin() as session:  # a checkpoint whose job ended by another path
+        over = exists().where(Job.id == JobCheckpoint.job_id, Job.status.in_(TERMINAL_STATUSES))
+        session.execute(delete(JobCheckpoint).where(over))
     return report
 
 

@@ -46,7 +46,7 @@ def test_a_worker_whose_clock_runs_90_s_ahead_fails_no_job_of_its_peers(
     assert all(j["error"] is None for j in final.values())
     with h.db.begin() as session:
         ran = dict(session.execute(select(Job.model_id, Job.worker).where(Job.id.in_(ids))).all())
-    nodes = {worker.split(" pid ")[0] for worker in ran.values()}
+    nodes = {str(worker).split(" pid ")[0] for worker in ran.values()}
     assert len(nodes) == 2  # both workers trained
     # The hook did shift the skewed worker's clock: the model ids it made carry a time 90 s on.
     offsets = sorted(

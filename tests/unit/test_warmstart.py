@@ -75,7 +75,8 @@ def test_a_job_warm_started_from_a_model_begins_where_it_ended(
 ) -> None:
     base = {**TINY_SPEC, "epochs": 60, "optimizer": {"type": "adam", "learning_rate": 0.05}}
     first = trained(client, database, base)
-    again = trained(client, database, {**base, "epochs": 5, "init": {"model_id": first["model_id"]}})
+    init = {"model_id": first["model_id"]}
+    again = trained(client, database, {**base, "epochs": 5, "init": init})
     assert again["spec"]["init"] == {"model_id": first["model_id"]}
     assert again["resumed_from_epoch"] is None
     # It starts trained: its first epoch's loss is near the model's last, far below a fresh start.
