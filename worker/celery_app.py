@@ -14,6 +14,8 @@ from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
+POOL_CHECK_SECONDS = 0.25
+
 
 class TrainingCelery(Celery):
     """Celery plus the settings and database its tasks use."""
@@ -47,6 +49,10 @@ def make_celery(settings: Settings) -> TrainingCelery:
         worker_cancel_long_running_tasks_on_connection_loss=False,
         task_soft_time_limit=settings.job_soft_time_limit,
         task_time_limit=settings.job_time_limit,
+        # How long the main process waits for a dead pool process's result before it raises
+        # WorkerLostError (default 10 s): results are ignored here, so there is none to wait for,
+        # and the sooner it is raised the sooner the job is handed back (worker/tasks.py).
+        worker_lost_wait=0.2,
     )
     app.settings = settings
     app.db = Database(settings.database_url)
@@ -82,6 +88,9 @@ class HousekeepingStep(bootsteps.StartStopStep):
             worker.timer.call_repeatedly(
                 settings.reap_interval_seconds, self.reap, (app,), priority=10
             ),
+            worker.timer.call_repeatedly(
+                POOL_CHECK_SECONDS, self.check_pool, (worker,), priority=10
+            ),
         ]
 
     def stop(self, worker: Any) -> None:
@@ -100,6 +109,20 @@ class HousekeepingStep(bootsteps.StartStopStep):
             dispatch_once(app.db, app.enqueue, app.quotas)
         except Exception:
             log.exception("dispatcher pass failed")
+
+    @staticmethod
+    def check_pool(worker: Any) -> None:
+        """Look for dead pool processes now, not at the pool's own 5-second tick.
+
+        A pool process found dead is marked lost at the next look after `worker_lost_wait`;
+        its job is then handed back (worker/tasks.py): a few looks, well under a second.
+        """
+        pool = getattr(worker.pool, "_pool", None)  # prefork's billiard pool, once started
+        if pool is not None and hasattr(pool, "maintain_pool"):
+            try:
+                pool.maintain_pool()
+            except Exception:
+                log.exception("pool check failed")
 
     @staticmethod
     def reap(app: TrainingCelery) -> None:
