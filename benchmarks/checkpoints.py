@@ -36,8 +36,8 @@ class Counted(Checkpointer):
 
     made: list[Counted] = []  # noqa: RUF012 - a benchmark's tally
 
-    def __init__(self, every: float, write: Any) -> None:
-        super().__init__(every, write)
+    def __init__(self, every: float, write: Any, handback: Any = None) -> None:
+        super().__init__(every, write, handback)
         Counted.made.append(self)
 
 

@@ -118,6 +118,8 @@ class Job(Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Its worker is shutting down (warm): checkpoint at the next epoch's end and give it back.
+    handback_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     model_id: Mapped[str | None] = mapped_column(String(36))
     # Wall time from claim to the worker's end of the job (for /metrics); NULL if it never ran.
     train_seconds: Mapped[float | None] = mapped_column(Float)

@@ -6,6 +6,7 @@ import logging
 from typing import Any, ClassVar
 
 from celery import Celery, bootsteps
+from celery.signals import worker_shutting_down
 
 from core.db import Database
 from core.dispatch import Quotas, dispatch_once, forget_worker, register_worker
@@ -71,10 +72,13 @@ class HousekeepingStep(bootsteps.StartStopStep):
         super().__init__(parent, **kwargs)
         self.trefs: list[Any] = []
         self.name = ""
+        self.app: TrainingCelery | None = None
 
     def start(self, worker: Any) -> None:
         app: TrainingCelery = worker.app
         self.name = worker.hostname
+        self.app = app
+        worker_shutting_down.connect(self.shutting_down, sender=self.name, weak=False)
         concurrency = int(worker.concurrency or 1)
         settings = app.settings
         self.dispatch(app, self.name, concurrency)  # registered (its slots count) at once
@@ -109,6 +113,19 @@ class HousekeepingStep(bootsteps.StartStopStep):
             dispatch_once(app.db, app.enqueue, app.quotas)
         except Exception:
             log.exception("dispatcher pass failed")
+
+    def shutting_down(self, sender: Any = None, how: str = "", **_kwargs: Any) -> None:
+        """A warm shutdown (SIGTERM) waits for running tasks: have each job checkpoint at its
+        next epoch's end and go back to the queue, rather than hold the shutdown for hours."""
+        if how != "Warm" or self.app is None:
+            return
+        from worker.jobs import request_handback
+
+        try:
+            asked = request_handback(self.app.db, self.name)
+            log.info("shutting down: %d running job(s) asked to checkpoint and go back", asked)
+        except Exception:
+            log.exception("could not ask the running jobs to go back")
 
     @staticmethod
     def check_pool(worker: Any) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import threading
 import time
 import zipfile
 from typing import Any
@@ -26,6 +27,10 @@ from worker.engines.base import Snapshot
 log = logging.getLogger(__name__)
 
 MAX_CHECKPOINT_BYTES = MAX_ARTIFACT_BYTES
+
+
+class HandedBack(Exception):
+    """The worker is shutting down: the job was checkpointed and goes back to the queue."""
 
 
 class CheckpointError(ValueError):
@@ -74,17 +79,22 @@ def discard(session: Session, job_id: str) -> None:
 
 class Checkpointer:
     """Says a checkpoint is due every `every` seconds of training (0: every epoch; negative:
-    never), and hands each snapshot to `write` (the epoch recorder's fenced flush)."""
+    never), and hands each snapshot to `write` (the epoch recorder's fenced flush).
 
-    def __init__(self, every: float, write: Any) -> None:
+    Once `handback` is set (the worker is shutting down), one is due at once, and storing it
+    raises HandedBack: the job stops there and goes back to the queue.
+    """
+
+    def __init__(self, every: float, write: Any, handback: threading.Event | None = None) -> None:
         self.every = math.inf if every < 0 else every
         self.write = write
+        self.handback = handback or threading.Event()
         self.last = time.monotonic()
         self.saved = 0
         self.seconds = 0.0  # spent writing checkpoints
 
     def due(self) -> bool:
-        return time.monotonic() - self.last >= self.every
+        return self.handback.is_set() or time.monotonic() - self.last >= self.every
 
     def save(self, snapshot: Snapshot) -> None:
         began = time.monotonic()
@@ -97,3 +107,5 @@ class Checkpointer:
         self.saved += 1
         self.last = time.monotonic()
         self.seconds += self.last - began
+        if self.handback.is_set():
+            raise HandedBack(f"checkpointed after epoch {snapshot.epoch}; its worker is stopping")

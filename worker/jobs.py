@@ -29,7 +29,7 @@ from core.spec import JobSpec, SpecError, parse_spec
 from core.uploads import info_lookup
 from core.warmstart import model_lookup
 from worker import checkpoints
-from worker.checkpoints import Checkpointer, CheckpointError
+from worker.checkpoints import Checkpointer, CheckpointError, HandedBack
 from worker.engines.base import (
     Check,
     Diverged,
@@ -97,6 +97,7 @@ def claim(
                     started_at=db_now(),
                     heartbeat_at=db_now(),
                     worker=worker,
+                    handback_requested=False,
                 )
             )
         )
@@ -174,6 +175,7 @@ class Heartbeat:
         self.db, self.job_id, self.attempt, self.interval = db, job_id, attempt, interval
         self.cancel_poll = min(cancel_poll, interval)
         self.cancelled = threading.Event()
+        self.handback = threading.Event()  # the worker is shutting down
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
 
@@ -190,8 +192,15 @@ class Heartbeat:
                             .values(heartbeat_at=db_now())
                         )
                 with self.db.begin() as session:
-                    if session.scalar(select(Job.cancel_requested).where(Job.id == self.job_id)):
-                        self.cancelled.set()
+                    flags = session.execute(
+                        select(Job.cancel_requested, Job.handback_requested).where(
+                            Job.id == self.job_id
+                        )
+                    ).first()
+                if flags is not None and flags.cancel_requested:
+                    self.cancelled.set()
+                if flags is not None and flags.handback_requested:
+                    self.handback.set()
             except Exception:
                 log.exception("job %s: heartbeat failed", self.job_id)
 
@@ -472,7 +481,9 @@ def run_job(
                 resume=snapshot,
                 history=[] if snapshot is None else recorded_history(db, job_id, snapshot.epoch),
                 init=init,
-                checkpoints=Checkpointer(checkpoint_seconds, recorder.checkpoint),
+                checkpoints=Checkpointer(
+                    checkpoint_seconds, recorder.checkpoint, heartbeat.handback
+                ),
             )
             data = prepare(spec, uploaded)
             result = ENGINES.get(spec.engine)(spec, data, recorder, heartbeat.check, start)
@@ -485,6 +496,8 @@ def run_job(
         except Superseded:
             log.warning("job %s: attempt %d was superseded; stopping quietly", job_id, attempt)
             return None
+        except HandedBack as exc:
+            return requeue(db, job_id, attempt, str(exc))
         except JobCancelled as exc:
             _save_pending(recorder)  # the epochs finished before a cancel seen mid-epoch
             return end("cancelled", "cancelled", str(exc))
@@ -549,6 +562,34 @@ def initial_arrays(session: Session, tenant_id: str, spec: JobSpec) -> dict[str,
             [{"field": "init.model_id", "message": f"no model with id {spec.init.model_id!r}"}]
         )
     return Artifact.from_bytes(row).arrays
+
+
+def requeue(db: Database, job_id: str, attempt: int, reason: str) -> str | None:
+    """Give this attempt's job back to the queue (its checkpoint stays); the dispatcher sends
+    it to a worker with a free slot. None if it was not this attempt's any more."""
+    with db.begin() as session:
+        back = session.execute(
+            update(Job)
+            .where(*_ours(job_id, attempt))
+            .values(status="queued", enqueued_at=None, handback_requested=False)
+        )
+    if not rowcount(back):
+        return None
+    log.info("job %s: %s; queued again", job_id, reason)
+    return "queued"
+
+
+def request_handback(db: Database, worker_name: str) -> int:
+    """This worker (Celery node) is shutting down: ask each job its pool processes run to
+    checkpoint at its next epoch's end and go back to the queue. Returns how many were asked."""
+    with db.begin() as session:
+        return rowcount(
+            session.execute(
+                update(Job)
+                .where(Job.status == "running", Job.worker.startswith(f"{worker_name} pid "))
+                .values(handback_requested=True)
+            )
+        )
 
 
 def hand_back(db: Database, job_id: str, worker: str, reason: str, max_attempts: int) -> str | None:

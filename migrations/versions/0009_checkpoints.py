@@ -1,4 +1,5 @@
-"""Checkpoints of running jobs, the epoch a job resumed from, and who runs a job.
+"""Checkpoints of running jobs, the epoch a job resumed from, who runs a job, and whether its
+worker asked to give it back (a warm shutdown).
 
 Revision ID: 0009
 Revises: 0005
@@ -20,6 +21,9 @@ def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("worker", sa.String(200), nullable=True))
         batch.add_column(sa.Column("resumed_from_epoch", sa.Integer(), nullable=True))
+        batch.add_column(
+            sa.Column("handback_requested", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
     op.create_table(
         "job_checkpoints",
         sa.Column(
@@ -39,5 +43,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("job_checkpoints")
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("handback_requested")
         batch.drop_column("resumed_from_epoch")
         batch.drop_column("worker")

@@ -125,3 +125,25 @@ def test_a_killed_pool_process_s_job_runs_again_at_once_and_resumes_from_its_che
         history = h.client.get(f"/v1/jobs/{victim}/metrics", headers=ALICE).get_json()["history"]
         unbroken = h.client.get(f"/v1/jobs/{whole}/metrics", headers=ALICE).get_json()["history"]
         assert [r["loss"] for r in history] == [r["loss"] for r in unbroken]
+
+
+def test_a_warm_shutdown_checkpoints_its_job_and_gives_it_back(
+    tmp_path: Path, cleanup: ExitStack
+) -> None:
+    # No timed checkpoints: the one the shutdown asks for is the only one.
+    h = Harness.start(tmp_path, cleanup, CHECKPOINT_SECONDS="-1")
+    first = h.start_worker()
+    victim = h.submit(job_spec(rows=4000, epochs=40, name="victim"))
+    h.wait_until(victim, lambda j: j["status"] == "running" and j["progress"]["epoch"] >= 2)
+    first.proc.terminate()  # SIGTERM: Celery's warm shutdown
+    first.proc.wait(timeout=60)
+    back = h.job(victim)
+    assert back["status"] == "queued" and back["attempts"] == 1, back
+    with h.db.begin() as session:
+        stored = session.scalar(select(JobCheckpoint.epoch).where(JobCheckpoint.job_id == victim))
+    assert stored is not None and 2 <= stored < 40
+    h.start_worker()
+    final = h.wait_until(victim, lambda j: j["status"] in harness.TERMINAL)
+    assert final["status"] == "succeeded" and final["attempts"] == 2, final
+    assert final["resumed_from_epoch"] == stored
+    assert epochs_stored(h, victim) == list(range(1, 41))
