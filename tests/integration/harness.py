@@ -172,7 +172,8 @@ def figures(
 
 
 def pool_process_killed(h: Harness, jobs: int = 1) -> dict[str, Any]:
-    """SIGKILL the pool process mid-training; the reaper hands the job to a new pool process."""
+    """SIGKILL the pool process mid-training; the worker's main process hands the job back at
+    once, and a new pool process resumes it from its checkpoint."""
     worker = h.start_worker()
     ids = [h.submit(job_spec(rows=5000, epochs=40, name=f"victim-{i}")) for i in range(jobs)]
     h.wait_until(ids[0], lambda j: j["status"] == "running" and j["progress"]["epoch"] >= 2)
