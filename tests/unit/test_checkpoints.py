@@ -105,3 +105,24 @@ def test_an_object_array_is_never_unpickled() -> None:
     row = JobCheckpoint(epoch=1, state={"engine": "numpy"}, arrays=buffer.getvalue())
     with pytest.raises(CheckpointError):
         checkpoints.from_row(row, "numpy")
+
+
+def test_keras_resumes_after_the_checkpoint_s_epoch_with_its_weights_and_optimizer() -> None:
+    from worker.engines.keras_engine import fit_model
+
+    spec = parse_spec({**SPECS["sgd momentum"], "engine": "keras", "epochs": 4})
+    data = prepare(spec)
+    store = Every()
+    epochs: list[EpochRecord] = []
+    fit_model(spec, data, epochs.append, start=Start(checkpoints=store))
+    snapshot = stored(store.saved[1])  # after epoch 2
+    assert snapshot.epoch == 2 and snapshot.state["engine"] == "keras"
+    later: list[EpochRecord] = []
+    model, history, _ = fit_model(
+        spec, data, later.append, start=Start(resume=snapshot, history=epochs[:2])
+    )
+    assert [r.epoch for r in later] == [3, 4]
+    assert [r.epoch for r in history] == [1, 2, 3, 4]
+    steps = -(-len(data.X_fit) // spec.batch_size)
+    assert int(model.optimizer.iterations.numpy()) == 4 * steps  # the step count carried over
+    assert later[0].loss < 0.9 * epochs[0].loss  # it went on from trained weights
