@@ -23,8 +23,10 @@ from core.cost import job_cost
 from core.datasets import PreparedData, prepare, uploaded_arrays
 from core.db import Database, db_now, rowcount
 from core.dispatch import record_speed
+from core.evaluation import evaluate
 from core.models import Job, JobCheckpoint, JobMetric, Model, new_id
 from core.registry import Registry
+from core.runtime import Predictor
 from core.spec import JobSpec, SpecError, parse_spec
 from core.uploads import info_lookup
 from core.warmstart import model_lookup
@@ -334,6 +336,12 @@ def model_metadata(spec: JobSpec, artifact: Artifact, metrics: dict[str, float])
     }
 
 
+def evaluation_of(spec: JobSpec, artifact: Artifact, data: PreparedData) -> dict[str, Any]:
+    """The stored model judged on the test split, through the runtime that serves it."""
+    predictor = Predictor(artifact)
+    return evaluate(predictor, data.X_test, data.T_test, spec.loss, scaled=True)
+
+
 def finish(
     db: Database,
     job_id: str,
@@ -379,6 +387,7 @@ def finish_succeeded(
     final = result.history[-1]
     if result.info.get("restored_best_weights") and result.info.get("best_epoch"):
         final = result.history[result.info["best_epoch"] - 1]  # the stored model is this one
+    evaluation = evaluation_of(spec, artifact, data)
     metrics = epoch_metrics(final)
     for name, value in (("test_loss", result.test_loss), ("test_accuracy", result.test_accuracy)):
         if (v := finite_or_none(value)) is not None:
@@ -412,6 +421,7 @@ def finish_succeeded(
                     meta=model_metadata(spec, artifact, metrics),
                     weights=artifact.to_bytes(),
                     created_at=db_now(),
+                    evaluation=evaluation,
                 )
             )
     if not done:
