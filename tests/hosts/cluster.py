@@ -325,6 +325,7 @@ class Deployment:
         self.client = Client(f"http://{self.cluster.net.driver_address}:{API_PORT}")
         self.db = Database(self.local_url)
         self.cleanup.callback(self.db.dispose)
+        self.cleanup.callback(self.stop)
 
     def start_api(self, wait: bool = True) -> None:
         """Gunicorn on the API host (on all its addresses: the switch's and the driver's);
@@ -332,7 +333,6 @@ class Deployment:
         argv = [*self.cluster.net.exec_argv("api"), *api_command("0.0.0.0", API_PORT)]  # noqa: S104
         self.api = LoggedProcess(argv, self.env, self.tmp / "api.log")
         self.api.name = "API"
-        self.cleanup.callback(self.api.stop)
         if wait:
             self.wait_api()
 
@@ -345,12 +345,25 @@ class Deployment:
         for host in self.cluster.worker_hosts:
             env = {**self.env, **per_host.get(host, {})}
             worker = WorkerHost(self, host, env, concurrency)
-            self.cleanup.callback(worker.process.stop)
             self.workers[host] = worker
         for worker in self.workers.values():
             worker.wait_ready()
         if self.api is not None:
             self.wait_api()
+
+    def stop(self) -> None:
+        """Stop the API and the workers together (each shutdown waits on its own)."""
+        processes = [w.process for w in self.workers.values()]
+        if self.api is not None:
+            processes.append(self.api)
+        for process in processes:
+            if process.proc.poll() is None:
+                process.proc.terminate()
+        deadline = time.monotonic() + 20
+        for process in processes:
+            with suppress(subprocess.TimeoutExpired):
+                process.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            process.stop()  # kills one still running, closes its log
 
     def models_per_job(self, ids: list[str]) -> dict[str, int]:
         with self.db.begin() as session:
