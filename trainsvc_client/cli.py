@@ -24,8 +24,8 @@ EPILOG = f"""\
 The service URL comes from --url, else $TRAINSVC_URL, else {DEFAULT_URL}.
 The API key comes from --api-key, else $TRAINSVC_API_KEY, else the file ./{DEV_KEY_FILE}
 (the development key `make run` writes) when it exists.
-Exit status: 0 success; 1 an error, or a waited-for job that failed or was cancelled;
-2 bad usage; 130 when Ctrl-C stops watching a job (the job keeps running).
+Exit status: 0 success; 1 an error, or a waited-for job or sweep that failed or was
+cancelled; 2 bad usage; 130 when Ctrl-C stops watching (the job or sweep keeps running).
 """
 
 
@@ -465,8 +465,11 @@ def cmd_cancel(client: Client, args: argparse.Namespace, out: TextIO, err: TextI
 
 
 def cmd_plot(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    data = client.plot(args.job_id)
-    target = args.output or f"{args.job_id}.png"
+    return write_png(client.plot(args.job_id), args.output or f"{args.job_id}.png", out)
+
+
+def write_png(data: bytes, target: str, out: TextIO) -> int:
+    """Save PNG bytes to `target` ('-' for stdout) and say so."""
     if target == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
@@ -619,6 +622,10 @@ def build_parser() -> argparse.ArgumentParser:
     dataset_list = add_dataset("list", cmd_datasets_list, "list datasets, newest first")
     dataset_list.add_argument("--limit", type=positive, default=None, help="at most this many")
     add_dataset("show", cmd_datasets_show, "show a dataset").add_argument("dataset_id")
+
+    from trainsvc_client import sweep_cli  # it builds on this module's helpers
+
+    sweep_cli.add_commands(commands, connection, as_json)
     return parser
 
 

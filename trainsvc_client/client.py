@@ -255,12 +255,17 @@ class Client:
         self, job_id: str, last_event_id: str | None = None, read_timeout: float | None = None
     ) -> Iterator[ServerSentEvent]:
         """A job's raw Server-Sent Events, from after `last_event_id` until the stream ends."""
+        return self._stream(f"/v1/jobs/{_quote(job_id)}/events", last_event_id, read_timeout)
+
+    def _stream(
+        self, path: str, last_event_id: str | None, read_timeout: float | None
+    ) -> Iterator[ServerSentEvent]:
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
         if last_event_id is not None:
             headers["Last-Event-ID"] = last_event_id
         response = self.open(
             "GET",
-            f"/v1/jobs/{_quote(job_id)}/events",
+            path,
             headers=headers,
             timeout=read_timeout if read_timeout else max(self.timeout, STREAM_READ_TIMEOUT),
         )
@@ -270,7 +275,7 @@ class Client:
                 raise ApiError(
                     response.status,
                     "bad_response",
-                    f"expected an event stream from {self.url(f'/v1/jobs/{job_id}/events')}, "
+                    f"expected an event stream from {self.url(path)}, "
                     f"got {content_type or 'no content type'}",
                 )
             yield from parse_events(iter_lines(_chunks(response)), last_event_id)
@@ -343,6 +348,134 @@ class Client:
             if deadline is not None:
                 pause = min(pause, max(deadline - time.monotonic(), 0))
             time.sleep(pause)
+
+    # -- sweeps ------------------------------------------------------------------------------
+
+    def submit_sweep(
+        self, sweep: Json, dry_run: bool = False, idempotency_key: str | None = None
+    ) -> Json:
+        """Submit a sweep (base spec, space, strategy): the queued sweep, or with `dry_run` the
+        trials (grid) or the space (random, tpe) and the largest network's parameter count."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        params = {"dry_run": "true"} if dry_run else None
+        result: Json = self.request(
+            "POST", "/v1/sweeps", params=params, json_body=sweep, headers=headers
+        )
+        return result
+
+    def sweep(self, sweep_id: str) -> Json:
+        """One sweep, with its progress, best trial and leaderboard (best first)."""
+        result: Json = self.request("GET", f"/v1/sweeps/{_quote(sweep_id)}")
+        return result
+
+    def sweeps(
+        self, status: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> Json:
+        """One page of sweeps, newest first: `{"items": [...], "next_cursor": ...}`."""
+        params = {"status": status, "limit": limit, "cursor": cursor}
+        result: Json = self.request("GET", "/v1/sweeps", params=params)
+        return result
+
+    def iter_sweeps(self, status: str | None = None, page_size: int = 100) -> Iterator[Json]:
+        """Every sweep, newest first, fetching pages as needed."""
+        cursor = None
+        while True:
+            page = self.sweeps(status=status, limit=page_size, cursor=cursor)
+            yield from page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def cancel_sweep(self, sweep_id: str) -> Json:
+        """Cancel a sweep: no new trials start and its running trials are cancelled."""
+        result: Json = self.request("POST", f"/v1/sweeps/{_quote(sweep_id)}/cancel")
+        return result
+
+    def sweep_plot(self, sweep_id: str) -> bytes:
+        """Every trial's validation curve overlaid, beside the objective per parameter (PNG)."""
+        response = self.open(
+            "GET", f"/v1/sweeps/{_quote(sweep_id)}/plot.png", headers={"Accept": "image/png"}
+        )
+        with response:
+            data: bytes = response.read()
+        return data
+
+    def sweep_stream(
+        self, sweep_id: str, last_event_id: str | None = None, read_timeout: float | None = None
+    ) -> Iterator[ServerSentEvent]:
+        """A sweep's raw Server-Sent Events (trial starts, epochs, ends) until the stream ends."""
+        return self._stream(f"/v1/sweeps/{_quote(sweep_id)}/events", last_event_id, read_timeout)
+
+    def sweep_events(self, sweep_id: str) -> Iterator[tuple[str, Any]]:
+        """(event, data) pairs from the sweep's event stream."""
+        for event in self.sweep_stream(sweep_id):
+            yield event.event, _decode(event.data)
+
+    def wait_sweep(
+        self,
+        sweep_id: str | Json,
+        on_progress: Callable[[Json], object] | None = None,
+        timeout: float | None = None,
+        poll_interval: float = 1.0,
+    ) -> Json:
+        """Follow a sweep until it ends and return the final sweep.
+
+        `on_progress` gets the sweep each time it changes. The sweep's event stream says when to
+        look again (at most every `poll_interval` seconds); without a stream (it ended, dropped
+        or was refused) the sweep is read every `poll_interval` seconds. Raises `WaitTimeout`
+        after `timeout` seconds.
+        """
+        sweep_id = _job_id(sweep_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last: Json | None = None
+        last_id: str | None = None
+        streaming = True
+
+        def look() -> Json:
+            nonlocal last
+            sweep = self.sweep(sweep_id)
+            if sweep != last and on_progress is not None:
+                on_progress(sweep)
+            last = sweep
+            return sweep
+
+        def check_deadline() -> None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"sweep {sweep_id} did not finish within {timeout:g} s")
+
+        sweep = look()
+        while sweep.get("status") not in TERMINAL:
+            check_deadline()
+            if streaming:
+                looked = time.monotonic()
+                read_timeout = max(self.timeout, STREAM_READ_TIMEOUT)
+                if deadline is not None:
+                    read_timeout = min(read_timeout, max(deadline - time.monotonic(), 0.1))
+                received = False
+                try:
+                    for event in self.sweep_stream(sweep_id, last_id, read_timeout=read_timeout):
+                        received = True
+                        last_id = event.id if event.id is not None else last_id
+                        if time.monotonic() - looked >= poll_interval:
+                            sweep, looked = look(), time.monotonic()
+                            if sweep.get("status") in TERMINAL:
+                                return sweep
+                        check_deadline()
+                except ApiError as exc:
+                    if exc.status not in (404, 405, 429, 501, 502, 503, 504):
+                        raise
+                    streaming = False  # no stream for us: read the sweep on a timer instead
+                except (ConnectError, TimeoutError, ConnectionError, http.client.HTTPException):
+                    streaming = False
+                if not received:
+                    streaming = False
+            else:
+                pause = poll_interval
+                if deadline is not None:
+                    pause = min(pause, max(deadline - time.monotonic(), 0))
+                time.sleep(pause)
+            sweep = look()
+        return sweep
 
     # -- models ------------------------------------------------------------------------------
 
