@@ -418,64 +418,62 @@ class Client:
         timeout: float | None = None,
         poll_interval: float = 1.0,
     ) -> Json:
-        """Follow a sweep until it ends and return the final sweep.
+        """Follow a sweep until it ends and return the final sweep (with its leaderboard).
 
-        `on_progress` gets the sweep each time it changes. The sweep's event stream says when to
-        look again (at most every `poll_interval` seconds); without a stream (it ended, dropped
-        or was refused) the sweep is read every `poll_interval` seconds. Raises `WaitTimeout`
-        after `timeout` seconds.
+        `on_progress` gets the sweep each time its state, progress or best trial changes: from
+        the `sweep` events of its event stream, or, when there is no stream (refused, dropped,
+        or ending without news), by reading the sweep every `poll_interval` seconds. Raises
+        `WaitTimeout` after `timeout` seconds.
         """
         sweep_id = _job_id(sweep_id)
         deadline = None if timeout is None else time.monotonic() + timeout
         last: Json | None = None
-        last_id: str | None = None
-        streaming = True
 
-        def look() -> Json:
+        def seen(sweep: Json) -> bool:
+            """Pass a new state on; whether the sweep has ended."""
             nonlocal last
-            sweep = self.sweep(sweep_id)
-            if sweep != last and on_progress is not None:
+            state = {k: v for k, v in sweep.items() if k != "leaderboard"}
+            if state != last and on_progress is not None:
                 on_progress(sweep)
-            last = sweep
-            return sweep
+            last = state
+            return sweep.get("status") in TERMINAL
 
-        def check_deadline() -> None:
-            if deadline is not None and time.monotonic() >= deadline:
+        def remaining() -> float | None:
+            if deadline is None:
+                return None
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise WaitTimeout(f"sweep {sweep_id} did not finish within {timeout:g} s")
+            return left
 
-        sweep = look()
-        while sweep.get("status") not in TERMINAL:
-            check_deadline()
+        streaming = True
+        while True:
+            left = remaining()
             if streaming:
-                looked = time.monotonic()
                 read_timeout = max(self.timeout, STREAM_READ_TIMEOUT)
-                if deadline is not None:
-                    read_timeout = min(read_timeout, max(deadline - time.monotonic(), 0.1))
-                received = False
+                if left is not None:
+                    read_timeout = min(read_timeout, max(left, 0.1))
+                news = False
                 try:
-                    for event in self.sweep_stream(sweep_id, last_id, read_timeout=read_timeout):
-                        received = True
-                        last_id = event.id if event.id is not None else last_id
-                        if time.monotonic() - looked >= poll_interval:
-                            sweep, looked = look(), time.monotonic()
-                            if sweep.get("status") in TERMINAL:
-                                return sweep
-                        check_deadline()
+                    for event in self.sweep_stream(sweep_id, read_timeout=read_timeout):
+                        if event.event == "sweep":
+                            news = True
+                            if seen(_decode(event.data)):
+                                return self.sweep(sweep_id)
+                        remaining()
                 except ApiError as exc:
                     if exc.status not in (404, 405, 429, 501, 502, 503, 504):
                         raise
-                    streaming = False  # no stream for us: read the sweep on a timer instead
+                    news = False
                 except (ConnectError, TimeoutError, ConnectionError, http.client.HTTPException):
-                    streaming = False
-                if not received:
-                    streaming = False
+                    news = False
+                # A stream that ended with news is reopened; otherwise read the sweep on a timer.
+                streaming = news
             else:
-                pause = poll_interval
-                if deadline is not None:
-                    pause = min(pause, max(deadline - time.monotonic(), 0))
-                time.sleep(pause)
-            sweep = look()
-        return sweep
+                time.sleep(poll_interval if left is None else min(poll_interval, left))
+            sweep = self.sweep(sweep_id)
+            if seen(sweep):
+                return sweep
 
     # -- models ------------------------------------------------------------------------------
 

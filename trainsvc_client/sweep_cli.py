@@ -12,6 +12,7 @@ from tqdm import tqdm
 from trainsvc_client.cli import (
     STATUSES,
     TrainsvcError,
+    cost_text,
     dump,
     fmt,
     fmt_time,
@@ -111,24 +112,24 @@ def print_sweep(sweep: Json, out: TextIO) -> None:
 
 
 def print_dry_run(plan: Json, out: TextIO) -> None:
-    """What a sweep would run: its trials (grid) or its space, and the largest network."""
+    """What a sweep would run: its trials (grid) or its space, the largest network, the cost."""
     trials = plan.get("trials")
+    print(f"{plan.get('strategy') or 'sweep'}: {plan.get('total', '?')} trial(s)", file=out)
     if isinstance(trials, list):
-        print(f"{len(trials)} trial(s):", file=out)
-        table(
-            ("#", "params"),
-            [(i, params_text(t.get("params", t))) for i, t in enumerate(trials, start=1)],
-            out,
-            right="#",
-        )
-    space = plan.get("space")
-    if isinstance(space, dict) and not isinstance(trials, list):
-        print("space:", file=out)
-        for path, dimension in space.items():
+        rows = [(i, params_text(t)) for i, t in enumerate(trials, start=1)]
+        table(("#", "params"), rows, out, right="#")
+    elif isinstance(plan.get("space"), dict):
+        for path, dimension in plan["space"].items():
             print(f"  {path}: {json.dumps(dimension)}", file=out)
-    for key, value in plan.items():
-        if key not in ("trials", "space") and not isinstance(value, dict | list):
-            print(f"{key}: {fmt(value)}", file=out)
+    largest = plan.get("largest")
+    if isinstance(largest, dict) and largest.get("total_params") is not None:
+        print(
+            f"largest network: {largest['total_params']:,} params "
+            f"({params_text(largest.get('params'))})",
+            file=out,
+        )
+    if plan.get("cost"):
+        print(f"cost: {cost_text(plan['cost'])}", file=out)
 
 
 # -- live progress ----------------------------------------------------------------------------

@@ -145,25 +145,36 @@ def test_sweep_events_are_decoded(service: FakeService, client: Client) -> None:
     assert service.sent("GET", "/v1/sweeps/s1/events")[0].headers["Accept"] == "text/event-stream"
 
 
-def test_wait_sweep_reads_the_sweep_as_its_events_arrive(
+def test_wait_sweep_follows_the_sweep_events_and_returns_the_leaderboard(
     service: FakeService, client: Client
 ) -> None:
-    service.route(
-        "GET",
-        "/v1/sweeps/s1",
-        sequence(sweep(finished=1), sweep(finished=2), sweep("succeeded", 3)),
-    )
-    events = [("trial", {"job_id": f"j{i}", "status": "succeeded"}, None) for i in (1, 2, 3)]
-    service.route("GET", "/v1/sweeps/s1/events", sse(*events, pause=0.05))
+    def brief(value: Json) -> Json:
+        return {k: v for k, v in value.items() if k != "leaderboard"}
+
+    events: list[tuple[str, Any, int | None] | str] = [("sweep", brief(sweep("queued", 0)), None)]
+    for i in (1, 2):
+        events += [
+            ("trial", {"job_id": f"j{i}", "status": "running"}, None),
+            ("epoch", {"job_id": f"j{i}", "epoch": 1, "val_loss": 0.5}, None),
+            ": keepalive\n\n",
+            ("sweep", brief(sweep(finished=i)), None),
+        ]
+    service.route("GET", "/v1/sweeps/s1/events", sse(*events))  # ends before the sweep does
+    done = sse(("sweep", brief(sweep("succeeded", 3)), None), ("trial", {"job_id": "j9"}, None))
+    service.route("GET", "/v1/sweeps/s1", sequence(sweep(finished=2), sweep("succeeded", 3)))
     seen: list[tuple[str, int]] = []
-    final = client.wait_sweep(
-        "s1",
-        on_progress=lambda s: seen.append((s["status"], s["progress"]["finished"])),
-        poll_interval=0.01,
-    )
-    assert final["status"] == "succeeded"
-    assert seen == [("running", 1), ("running", 2), ("succeeded", 3)]
-    assert len(service.sent("GET", "/v1/sweeps/s1/events")) == 1
+
+    def progress(value: Json) -> None:
+        seen.append((value["status"], value["progress"]["finished"]))
+        if value["progress"]["finished"] == 2:
+            service.route("GET", "/v1/sweeps/s1/events", done)
+
+    final = client.wait_sweep("s1", on_progress=progress, poll_interval=0.01)
+    assert final["status"] == "succeeded" and len(final["leaderboard"]) == 3
+    assert seen == [("queued", 0), ("running", 1), ("running", 2), ("succeeded", 3)]
+    # The stream that ended early was read again once the sweep had been read in between.
+    assert len(service.sent("GET", "/v1/sweeps/s1/events")) == 2
+    assert len(service.sent("GET", "/v1/sweeps/s1")) == 2
 
 
 def test_wait_sweep_polls_when_there_is_no_stream(service: FakeService, client: Client) -> None:
@@ -260,17 +271,41 @@ def test_sweep_dry_run_lists_the_trials(
     service: FakeService, capsys: pytest.CaptureFixture[str], request_file: Path
 ) -> None:
     plan = {
-        "trials": [{"params": {"optimizer": SGD, "seed": s}} for s in (0, 1)],
-        "max_params": 4451,
+        "valid": True,
+        "strategy": "grid",
+        "total": 2,
+        "trials": [{"optimizer": SGD, "seed": s} for s in (0, 1)],
+        "space": None,
+        "largest": {"params": {"optimizer": SGD, "seed": 0}, "total_params": 4451},
+        "cost": {
+            "params": 4451,
+            "fit_rows": 640,
+            "flops_per_epoch": 1e7,
+            "flops": 1e9,
+            "data_bytes": 2**20,
+            "estimated_seconds": None,
+        },
     }
     service.route("POST", "/v1/sweeps", json_response(plan))
     code, out, _ = run(capsys, "sweep", "submit", str(request_file), "--dry-run")
     assert code == 0
     assert service.sent("POST", "/v1/sweeps")[0].query == {"dry_run": "true"}
     lines = out.splitlines()
-    assert lines[0] == "2 trial(s):"
+    assert lines[0] == "grid: 2 trial(s)"
     assert lines[3].split() == ["2", "optimizer=sgd(learning_rate=0.01)", "seed=1"]
-    assert "max_params: 4451" in lines
+    assert lines[4] == "largest network: 4,451 params (optimizer=sgd(learning_rate=0.01) seed=0)"
+    assert lines[5].startswith("cost: 1e+09 FLOP (1e+07 per epoch), 1 MiB of data; no time")
+    space = {"layers[0].units": {"low": 8, "high": 128, "type": "int"}}
+    service.route(
+        "POST",
+        "/v1/sweeps",
+        json_response({**plan, "strategy": "tpe", "trials": None, "space": space}),
+    )
+    code, out, _ = run(capsys, "sweep", "submit", str(request_file), "--dry-run")
+    assert out.splitlines()[:2] == [
+        "tpe: 2 trial(s)",
+        '  layers[0].units: {"low": 8, "high": 128, "type": "int"}',
+    ]
 
 
 def test_sweep_status_list_cancel_and_plot(
