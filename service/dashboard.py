@@ -1,7 +1,10 @@
-"""The dashboard: server-rendered pages over the API's own job actions, signed in by cookie."""
+"""The dashboard: server-rendered pages over the API's own job and sweep actions, signed in by
+cookie."""
 
 from __future__ import annotations
 
+import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +19,20 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
+from sqlalchemy import select
 
 from core.activations import ACTIVATIONS
 from core.initializers import INITIALIZERS
 from core.layers import LAYERS
 from core.losses import LOSSES
-from core.models import TERMINAL_STATUSES
+from core.models import TERMINAL_STATUSES, Job, JobMetric
 from core.optimizers import OPTIMIZERS
 from core.queries import NotFound
 from core.settings import Settings
 from core.spec import SpecError, parse_spec
 from core.uploads import info_lookup
-from service import jobs, jsonutil, ui_auth
+from service import jobs, jsonutil, sweeps, ui_auth
+from service.api import sweeps as api_sweeps
 from service.api.common import db, session
 from service.api.jobs import events_response, plot_response
 from service.api.models import predict_offloaded
@@ -41,7 +46,10 @@ bp = Blueprint("ui", __name__)
 # The reference job, shipped inside the package (examples/seed_job.json links to it).
 SEED_SPEC = Path(__file__).resolve().parent / "static" / "seed_job.json"
 # Routes the page's scripts call: they answer errors as JSON, never with a redirect or a page.
-DATA_ROUTES = frozenset({"ui.rows", "ui.events", "ui.plot", "ui.predict"})
+DATA_ROUTES = frozenset(
+    {"ui.rows", "ui.events", "ui.plot", "ui.predict"}
+    | {"ui.sweep_rows", "ui.sweep_board", "ui.sweep_curves", "ui.sweep_plot"}
+)
 OPEN_ROUTES = frozenset({"ui.login"})
 CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -101,6 +109,21 @@ def _template_globals() -> dict[str, Any]:
 def _num(value: Any, digits: int = 4) -> str:
     """A metric for display: fixed digits, empty when missing."""
     return f"{value:.{digits}f}" if isinstance(value, int | float) else ""
+
+
+@bp.app_template_filter("params")
+def _params(params: dict[str, Any] | None) -> str:
+    """A trial's searched values, short: `optimizer=sgd(learning_rate=0.01) seed=1`."""
+    return " ".join(f"{path}={_param(value)}" for path, value in (params or {}).items())
+
+
+def _param(value: Any) -> str:
+    if isinstance(value, dict):
+        inner = ", ".join(f"{k}={_param(v)}" for k, v in value.items() if k != "type")
+        return f"{value['type']}({inner})" if "type" in value else "{" + inner + "}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return json.dumps(value) if isinstance(value, list) else str(value)
 
 
 def _local(target: str | None) -> str:
@@ -231,3 +254,139 @@ def events(job_id: str) -> ResponseReturnValue:
 @bp.get("/ui/jobs/<job_id>/plot.png")
 def plot(job_id: str) -> ResponseReturnValue:
     return plot_response(jobs.get_job(job_id, session=session(), tenant_id=g.tenant_id))
+
+
+# -- sweeps -----------------------------------------------------------------------------------
+
+# The "Compare optimizers" button's sweep (examples/compare_optimizers.json is the same for the
+# seed job): the four optimizers of our reference material's closing exercise, three seeds each.
+COMPARE_OPTIMIZERS: dict[str, Any] = {
+    "space": {
+        "optimizer": {
+            "choices": [
+                {"type": "sgd", "learning_rate": 0.01},
+                {"type": "sgd", "learning_rate": 0.01, "momentum": 0.9},
+                {"type": "rmsprop", "learning_rate": 0.001},
+                {"type": "adam", "learning_rate": 0.001},
+            ]
+        },
+        "seed": {"choices": [0, 1, 2]},
+    },
+    "strategy": "grid",
+    "objective": {"metric": "val_loss", "direction": "minimize"},
+    "max_trials": 12,
+    "max_parallel": 4,
+    "pruner": None,
+}
+
+
+def compare_optimizers(spec: dict[str, Any], name: str = "compare-optimizers") -> dict[str, Any]:
+    """The sweep request that trains `spec` with each of the four optimizers, three seeds each."""
+    return {"name": name, "spec": spec, **copy.deepcopy(COMPARE_OPTIMIZERS)}
+
+
+def _sweep_page(cursor: str | None) -> dict[str, Any]:
+    items, next_cursor = sweeps.list_sweeps(
+        session=session(), tenant_id=g.tenant_id, status=None, limit=50, cursor=cursor
+    )
+    listed = [sweeps.sweep_out(s, session=session(), board=False).dump() for s in items]
+    return {"sweeps": listed, "next_cursor": next_cursor}
+
+
+@bp.get("/ui/sweeps", endpoint="sweeps")
+def sweeps_index() -> ResponseReturnValue:
+    return render_template("sweeps.html", **_sweep_page(query(Cursor).cursor))
+
+
+@bp.get("/ui/sweeps/rows")
+def sweep_rows() -> ResponseReturnValue:
+    return render_template("_sweep_rows.html", **_sweep_page(query(Cursor).cursor))
+
+
+def _sweep(sweep_id: str) -> dict[str, Any]:
+    found = sweeps.get_sweep(sweep_id, session=session(), tenant_id=g.tenant_id)
+    return sweeps.sweep_out(found, session=session()).dump()
+
+
+@bp.get("/ui/sweeps/<sweep_id>")
+def sweep(sweep_id: str) -> ResponseReturnValue:
+    shown = _sweep(sweep_id)
+    return render_template(
+        "sweep.html", sweep=shown, finished=shown["status"] in TERMINAL_STATUSES
+    )
+
+
+@bp.get("/ui/sweeps/<sweep_id>/board")
+def sweep_board(sweep_id: str) -> ResponseReturnValue:
+    return render_template("_sweep_board.html", sweep=_sweep(sweep_id))
+
+
+@bp.get("/ui/sweeps/<sweep_id>/curves")
+def sweep_curves(sweep_id: str) -> ResponseReturnValue:
+    """Every trial's per-epoch validation metrics, grouped by its parameters but the seed."""
+    shown = _sweep(sweep_id)
+    best = (shown.get("best") or {}).get("job_id")
+    trials = session().execute(
+        select(Job.id, Job.params)
+        .where(Job.sweep_id == shown["id"], Job.tenant_id == g.tenant_id)
+        .order_by(Job.trial)
+    )
+    rows = session().execute(
+        select(JobMetric.job_id, JobMetric.epoch, JobMetric.val_loss, JobMetric.val_accuracy)
+        .join(Job, Job.id == JobMetric.job_id)
+        .where(Job.sweep_id == shown["id"], Job.tenant_id == g.tenant_id)
+        .order_by(JobMetric.job_id, JobMetric.epoch)
+    )
+    history: dict[str, list[Any]] = {}
+    for job_id, epoch, val_loss, val_accuracy in rows:
+        history.setdefault(job_id, []).append((epoch, val_loss, val_accuracy))
+    groups: list[str] = []
+    answer = []
+    for job_id, params in trials:
+        label = _params({k: v for k, v in (params or {}).items() if k != "seed"}) or "trials"
+        if label not in groups:
+            groups.append(label)
+        epochs = history.get(job_id, [])
+        answer.append(
+            {
+                "job_id": job_id,
+                "group": groups.index(label),
+                "best": job_id == best,
+                "epochs": [e for e, _, _ in epochs],
+                "val_loss": [v for _, v, _ in epochs],
+                "val_accuracy": [a for _, _, a in epochs],
+            }
+        )
+    return {"status": shown["status"], "groups": groups, "trials": answer}
+
+
+@bp.get("/ui/sweeps/<sweep_id>/plot.png")
+def sweep_plot(sweep_id: str) -> ResponseReturnValue:
+    return api_sweeps.plot(sweep_id)  # the API's view: the tenant is the signed-in one
+
+
+@bp.post("/ui/sweeps/<sweep_id>/cancel")
+def cancel_sweep(sweep_id: str) -> ResponseReturnValue:
+    sweeps.cancel_sweep(sweep_id, session=session(), tenant_id=g.tenant_id)
+    return redirect(url_for("ui.sweep", sweep_id=sweep_id), 303)
+
+
+@bp.post("/ui/jobs/<job_id>/compare")
+def compare(job_id: str) -> ResponseReturnValue:
+    """Submit the four-optimizer sweep of this job's spec and show it."""
+    found = jobs.get_job(job_id, session=session(), tenant_id=g.tenant_id)
+    if found.status not in TERMINAL_STATUSES:
+        raise ApiError(409, f"the job is {found.status}; compare optimizers once it has finished")
+    spec = JobOut.from_row(found).spec
+    name = f"compare-optimizers: {found.name or found.id[:8]}"
+    plan = sweeps.plan(compare_optimizers(spec, name), info_lookup(session(), g.tenant_id))
+    settings: Settings = current_app.config["TRAINSVC_SETTINGS"]
+    cost = sweeps.admit(plan, session=session(), settings=settings)
+    created = sweeps.create_sweep(
+        plan,
+        cost,
+        session=session(),
+        tenant_id=g.tenant_id,
+        max_queued=settings.tenant_max_queued,
+    )
+    return redirect(url_for("ui.sweep", sweep_id=created.id), 303)

@@ -1,9 +1,13 @@
-// The dashboard's scripts: refresh the job list; on a job page, draw the live curves from the
-// job's event stream, keep the status current, and run predictions. No dependencies.
+// The dashboard's scripts: refresh the job and sweep lists; on a job page, draw the live curves
+// from the job's event stream, keep the status current, and run predictions; on a sweep page,
+// keep the leaderboard current and overlay every trial's validation curves. No dependencies.
 "use strict";
 
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 const COLORS = { train: "#1f77b4", val: "#ff7f0e" };
+// A sweep's trials are coloured by their parameters apart from the seed (one colour per group).
+const PALETTE = ["#d62728", "#2ca02c", "#9467bd", "#1f77b4", "#ff7f0e", "#8c564b", "#e377c2",
+  "#17becf", "#bcbd22", "#7f7f7f"];
 
 function refreshRows(tbody) {
   const url = tbody.dataset.rowsUrl;
@@ -83,7 +87,7 @@ function drawChart(canvas, lines, maxEpoch) {
   ctx.strokeRect(pad.left, pad.top, w - pad.left - pad.right, h - pad.top - pad.bottom);
   for (const line of lines) {
     ctx.strokeStyle = line.color;
-    ctx.lineWidth = 2;
+    ctx.lineWidth = line.width || 2;
     ctx.beginPath();
     let drawing = false;
     for (const [e, v] of line.points) {
@@ -146,6 +150,8 @@ function watchJob(root) {
       const cancel = document.getElementById("cancel-form");
       if (cancel) cancel.remove();
       document.getElementById("predict").hidden = job.status !== "succeeded";
+      const compare = document.getElementById("compare-form");
+      if (compare) compare.hidden = false;
     }
     document.getElementById("plot").src = root.dataset.plotUrl + "?s=" + job.status;
     schedule();
@@ -240,9 +246,87 @@ function predictBox(root) {
   });
 }
 
+function watchSweep(root) {
+  const charts = {
+    val_loss: document.getElementById("chart-val_loss"),
+    val_accuracy: document.getElementById("chart-val_accuracy"),
+  };
+  let trials = [];
+  let groups = [];
+  let pending = false;
+
+  function redraw() {
+    pending = false;
+    const maxEpoch = Math.max(1, ...trials.map((t) => t.epochs[t.epochs.length - 1] || 0));
+    for (const [name, canvas] of Object.entries(charts)) {
+      // Thin lines first, the best trial last and thick, so that it stays visible on top.
+      const ordered = trials.filter((t) => !t.best).concat(trials.filter((t) => t.best));
+      const lines = ordered.map((t) => ({
+        color: PALETTE[t.group % PALETTE.length],
+        width: t.best ? 3.5 : 1.5,
+        points: t.epochs.map((e, i) => [e, t[name][i]]),
+      }));
+      const hasData = trials.some((t) => t[name].some((v) => typeof v === "number"));
+      canvas.closest("figure").hidden = name === "val_accuracy" && trials.length > 0 && !hasData;
+      drawChart(canvas, lines, maxEpoch);
+    }
+    const legend = document.getElementById("curve-legend");
+    legend.textContent = "";
+    groups.forEach((label, i) => {
+      const swatch = legend.appendChild(document.createElement("span"));
+      swatch.className = "swatch";
+      swatch.style.background = PALETTE[i % PALETTE.length];
+      legend.appendChild(document.createTextNode(label));
+    });
+    const count = trials.reduce((n, t) => n + t.epochs.length, 0);
+    document.getElementById("curve-count").textContent = String(count);
+  }
+  const schedule = () => { if (!pending) { pending = true; requestAnimationFrame(redraw); } };
+
+  async function loadCurves() {
+    const response = await fetch(root.dataset.curvesUrl, { headers: { Accept: "application/json" } });
+    if (!response.ok) return;
+    const answer = await response.json();
+    trials = answer.trials;
+    groups = answer.groups;
+    schedule();
+  }
+
+  async function loadBoard() {
+    const response = await fetch(root.dataset.boardUrl, { headers: { Accept: "text/html" } });
+    if (!response.ok) return;
+    document.getElementById("board").innerHTML = await response.text();
+    root.dataset.status = document.getElementById("sweep-state").dataset.status;
+  }
+
+  // Read the leaderboard and the curves every second until the sweep ends, then once more.
+  async function tick() {
+    try {
+      await Promise.all([loadBoard(), loadCurves()]);
+    } catch (_) { /* the next tick retries */ }
+    if (!TERMINAL.has(root.dataset.status)) {
+      setTimeout(tick, 1000);
+      return;
+    }
+    try {
+      await loadCurves(); // the epochs recorded after the last read, if any
+    } catch (_) { /* the curves stay as they were */ }
+    const cancel = document.getElementById("cancel-form");
+    if (cancel) cancel.remove();
+    document.getElementById("plot").src = root.dataset.plotUrl + "?s=" + root.dataset.status;
+    root.dataset.finished = "true";
+  }
+  schedule();
+  tick();
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   const rows = document.getElementById("job-rows");
   if (rows) refreshRows(rows);
+  const sweepRows = document.getElementById("sweep-rows");
+  if (sweepRows) refreshRows(sweepRows);
+  const sweep = document.getElementById("sweep");
+  if (sweep) watchSweep(sweep);
   const job = document.getElementById("job");
   if (job) {
     watchJob(job);
