@@ -311,9 +311,7 @@ def _sweep(sweep_id: str) -> dict[str, Any]:
 @bp.get("/ui/sweeps/<sweep_id>")
 def sweep(sweep_id: str) -> ResponseReturnValue:
     shown = _sweep(sweep_id)
-    return render_template(
-        "sweep.html", sweep=shown, finished=shown["status"] in TERMINAL_STATUSES
-    )
+    return render_template("sweep.html", sweep=shown, finished=shown["status"] in TERMINAL_STATUSES)
 
 
 @bp.get("/ui/sweeps/<sweep_id>/board")
