@@ -228,9 +228,7 @@ def sweeps(api: Api, database: Database) -> None:
         api.call("get", template, 422, sweep_id="no%00pe")
     api.call("post", "/v1/sweeps/{sweep_id}/cancel", 404, sweep_id="nope")
     api.call("post", "/v1/sweeps/{sweep_id}/cancel", 422, sweep_id="x" * 37)
-    etag = api.call("get", "/v1/sweeps/{sweep_id}/plot.png", 200, sweep_id=sweep_id).headers[
-        "ETag"
-    ]
+    etag = api.call("get", "/v1/sweeps/{sweep_id}/plot.png", 200, sweep_id=sweep_id).headers["ETag"]
     unchanged = {**ALICE, "If-None-Match": etag}
     api.call("get", "/v1/sweeps/{sweep_id}/plot.png", 304, sweep_id=sweep_id, headers=unchanged)
     stream = api.call("get", "/v1/sweeps/{sweep_id}/events", 200, sweep_id=sweep_id)
