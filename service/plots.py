@@ -145,7 +145,7 @@ def sweep_plot(sweep: Sweep, *, session: Session, cache: PlotCache) -> tuple[str
         }
         for t in trials
     ]
-    points = [(t.params, t.objective) for t in trials if t.objective is not None]
+    points = [(t.params, float(t.objective)) for t in trials if t.objective is not None]
     title = f"{sweep.name or sweep.id} — {sweep.status} ({summary.finished}/{summary.total})"
     png = offload.run(
         render_sweep_png, lines, points, list(sweep.request["space"]), curve, metric, title
@@ -157,7 +157,7 @@ def sweep_plot(sweep: Sweep, *, session: Session, cache: PlotCache) -> tuple[str
 
 def render_sweep_png(
     lines: list[dict[str, Any]],
-    points: list[tuple[dict[str, Any], float | None]],
+    points: list[tuple[dict[str, Any], float]],
     names: list[str],
     curve: str,
     metric: str,
@@ -201,14 +201,16 @@ def render_sweep_png(
             ax.set_xlabel(name)
             ax.set_ylabel(metric)
             ax.grid(True, alpha=0.3)
-            values = [(p.get(name), v) for p, v in points if name in p]
-            numeric = all(isinstance(x, int | float) and not isinstance(x, bool) for x, _ in values)
-            if numeric:
-                ax.scatter([x for x, _ in values], [v for _, v in values], s=18, color=VAL_COLOR)
-                if values and min(x for x, _ in values) > 0:
-                    spread = max(x for x, _ in values) / min(x for x, _ in values)
-                    if spread >= 100:
-                        ax.set_xscale("log")
+            values = [(p[name], v) for p, v in points if name in p]
+            numbers = [
+                float(x)
+                for x, _ in values
+                if isinstance(x, int | float) and not isinstance(x, bool)
+            ]
+            if len(numbers) == len(values):
+                ax.scatter(numbers, [v for _, v in values], s=18, color=VAL_COLOR)
+                if numbers and min(numbers) > 0 and max(numbers) / min(numbers) >= 100:
+                    ax.set_xscale("log")
             else:
                 labels: list[str] = []
                 for x, _ in values:

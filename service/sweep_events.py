@@ -79,12 +79,13 @@ class SweepFeed:
                     select(Job).where(Job.id.in_([row.id for row in changed]))
                 ):
                     ended[job.id] = job
-            starts, ends = [], []
+            starts: list[str] = []
+            ends: list[str] = []
             for row in sorted(changed, key=lambda r: r.trial or 0):
-                job = ended.get(row.id)
-                if job is not None:
-                    pending = job.status in ("queued", "running")
-                    (starts if pending else ends).append(sse("trial", trial_event(job)))
+                trial = ended.get(row.id)
+                if trial is not None:
+                    pending = trial.status in ("queued", "running")
+                    (starts if pending else ends).append(sse("trial", trial_event(trial)))
             chunks = starts + chunks + ends
             for row in rows:
                 self.trials[row.id] = (row.status, row.attempts, row.progress_epoch)

@@ -132,8 +132,8 @@ def ask(
             study = optuna.create_study(direction=direction, sampler=sampler)
             out.append(from_optuna(space, study.ask(dists).params))
         return out
-    sampler = optuna.samplers.TPESampler(seed=(seed * 1_000_003 + first) % 2**32)
-    study = optuna.create_study(direction=direction, sampler=sampler)
+    tpe = optuna.samplers.TPESampler(seed=(seed * 1_000_003 + first) % 2**32)
+    study = optuna.create_study(direction=direction, sampler=tpe)
     study.add_trials([frozen(f, dists) for f in history])
     for _ in range(count):
         trial = study.ask(dists)
@@ -391,7 +391,10 @@ class TrialPruner:
                 ):
                     if value is not None and math.isfinite(value):
                         curves[job_id][int(epoch)] = float(value)
-        study = optuna.create_study(direction=self.direction, pruner=make_pruner(self.spec))
+        study = optuna.create_study(
+            direction=self.direction,  # type: ignore[arg-type]
+            pruner=make_pruner(self.spec),
+        )
         trials = []
         self._others = {}
         for job_id, (status, code, final) in states.items():
@@ -431,7 +434,7 @@ class TrialPruner:
         rung's epoch), as its pruner would have written it had it seen the trial."""
         if self.spec.type != "successive_halving":
             return {}
-        attrs = {}
+        attrs: dict[str, float] = {}
         rung = 0
         while True:
             step = self.spec.min_resource * self.spec.reduction_factor**rung
