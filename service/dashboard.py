@@ -316,7 +316,7 @@ def sweep(sweep_id: str) -> ResponseReturnValue:
 
 @bp.get("/ui/sweeps/<sweep_id>/board")
 def sweep_board(sweep_id: str) -> ResponseReturnValue:
-    return render_template("_sweep_board.html", sweep=_sweep(sweep_id))
+    return render_template("_sweep_board.html", sweep=_sweep(sweep_id), partial=True)
 
 
 @bp.get("/ui/sweeps/<sweep_id>/curves")

@@ -270,13 +270,17 @@ function watchSweep(root) {
       canvas.closest("figure").hidden = name === "val_accuracy" && trials.length > 0 && !hasData;
       drawChart(canvas, lines, maxEpoch);
     }
+    // One entry per group while each has a colour of its own (a grid over a few values).
     const legend = document.getElementById("curve-legend");
     legend.textContent = "";
+    legend.hidden = groups.length > PALETTE.length;
     groups.forEach((label, i) => {
-      const swatch = legend.appendChild(document.createElement("span"));
+      const item = legend.appendChild(document.createElement("span"));
+      item.className = "item";
+      const swatch = item.appendChild(document.createElement("span"));
       swatch.className = "swatch";
       swatch.style.background = PALETTE[i % PALETTE.length];
-      legend.appendChild(document.createTextNode(label));
+      item.appendChild(document.createTextNode(label));
     });
     const count = trials.reduce((n, t) => n + t.epochs.length, 0);
     document.getElementById("curve-count").textContent = String(count);
@@ -295,7 +299,11 @@ function watchSweep(root) {
   async function loadBoard() {
     const response = await fetch(root.dataset.boardUrl, { headers: { Accept: "text/html" } });
     if (!response.ok) return;
-    document.getElementById("board").innerHTML = await response.text();
+    const fresh = document.createElement("template");
+    fresh.innerHTML = await response.text();
+    for (const id of ["sweep-state", "leaderboard"]) {
+      document.getElementById(id).replaceWith(fresh.content.getElementById(id));
+    }
     root.dataset.status = document.getElementById("sweep-state").dataset.status;
   }
 
