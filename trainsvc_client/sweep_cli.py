@@ -70,12 +70,13 @@ def best_text(sweep: Json) -> str:
 
 
 def print_leaderboard(sweep: Json, out: TextIO) -> None:
-    """The trials, best first: rank, job, status, objective, epochs, seconds, parameters."""
+    """The trials, best first: rank, job, status (pruned: the pruner stopped it), objective,
+    validation accuracy, epochs run, seconds, parameters."""
     rows = [
         (
             rank,
             row.get("job_id"),
-            row.get("status"),
+            "pruned" if (row.get("error") or {}).get("code") == "pruned" else row.get("status"),
             row.get("objective"),
             (row.get("metrics") or {}).get("val_accuracy"),
             row.get("epochs"),
@@ -84,8 +85,9 @@ def print_leaderboard(sweep: Json, out: TextIO) -> None:
         )
         for rank, row in enumerate(sweep.get("leaderboard") or [], start=1)
     ]
-    headers = ("#", "job", "status", objective_name(sweep), "val_acc", "epochs", "s", "params")
-    table(headers, rows, out, right=f"#,{objective_name(sweep)},val_acc,epochs,s")
+    name = objective_name(sweep)
+    headers = ("#", "job", "status", name, "val_acc", "epochs", "seconds", "params")
+    table(headers, rows, out, right=f"#,{name},val_acc,epochs,seconds")
 
 
 def print_sweep(sweep: Json, out: TextIO) -> None:

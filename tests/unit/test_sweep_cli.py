@@ -49,7 +49,8 @@ def sweep(status: str = "running", finished: int = 1, total: int = 3, **fields: 
     if finished >= 2:
         board.append(trial("j1", "succeeded", SGD, 0.9))
     if finished >= 3:
-        board.append(trial("j3", "cancelled", MOMENTUM, 0.95))
+        pruned = {"code": "pruned", "message": "below the median", "epoch": 5, "rule": "median"}
+        board.append({**trial("j3", "cancelled", MOMENTUM, 0.95), "error": pruned})
     board += [trial(f"j{i}", "queued", SGD, None) for i in range(finished + 1, total + 1)]
     value: Json = {
         "id": "s1",
@@ -227,10 +228,10 @@ def test_sweep_submit_wait_shows_one_bar_and_the_leaderboard(
     assert "best        val_loss 0.4321 (optimizer=adam(learning_rate=0.001) seed=0)" in lines
     assert "best model  m2" in lines
     header = lines.index(next(line for line in lines if line.startswith("#")))
-    assert lines[header] == "#  job  status     val_loss  val_acc  epochs    s  params"
-    best_row = "1  j2   succeeded    0.4321   0.8000      50  0.4  optimizer=adam(learning_rate"
+    assert lines[header] == "#  job  status     val_loss  val_acc  epochs  seconds  params"
+    best_row = "1  j2   succeeded    0.4321   0.8000      50      0.4  optimizer=adam(learning_rate"
     assert lines[header + 1].startswith(best_row)
-    assert lines[header + 3].split()[:3] == ["3", "j3", "cancelled"]
+    assert lines[header + 3].split()[:3] == ["3", "j3", "pruned"]  # cancelled by the pruner
 
 
 @pytest.mark.parametrize("status", ["failed", "cancelled"])
