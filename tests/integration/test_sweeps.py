@@ -238,7 +238,7 @@ def test_another_tenants_job_starts_before_a_100_trial_sweep_ends(
                 break
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    waited = (b.started_at - b.created_at).total_seconds()  # type: ignore[operator]
+    waited = (b.started_at - b.created_at).total_seconds()
     later = client.get(f"/v1/sweeps/{sweep['id']}", headers=auth("alice")).get_json()
     client.post(f"/v1/sweeps/{sweep['id']}/cancel", headers=auth("alice"))
     print(
