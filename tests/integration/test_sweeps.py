@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import func, select
 
+from core.db import Database
+from core.models import Job, Model, Worker
 from tests.conftest import auth
+from tests.integration import harness
 from tests.integration.conftest import Stack
-from tests.support import TINY_SPEC
+from tests.support import (
+    HALF_SECOND_SPEC,
+    TINY_SPEC,
+    WorkerProcess,
+    kill_worker,
+    private_queue,
+    redis_url,
+    scratch_database,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -99,3 +114,178 @@ def test_a_grid_sweep_succeeds_with_a_sorted_leaderboard(stack: Stack) -> None:
     assert stack.client.get(f"/v1/sweeps/{sweep['id']}", headers=auth("bob")).status_code == 404
     png = stack.client.get(f"/v1/sweeps/{sweep['id']}/plot.png", headers=auth("alice"))
     assert png.status_code == 200 and png.data.startswith(b"\x89PNG")
+
+
+def test_random_search_with_a_median_pruner_prunes_the_hopeless(stack: Stack) -> None:
+    body = {
+        "name": "pruned",
+        "spec": {**SPEC, "epochs": 30, "optimizer": {"type": "sgd"}},
+        "space": {"optimizer.learning_rate": {"low": 0.00001, "high": 0.5, "log": True}},
+        "strategy": "random",
+        "objective": {"metric": "val_loss"},
+        "max_trials": 10,
+        "max_parallel": 1,
+        "pruner": {"type": "median", "n_startup_trials": 3},
+        "seed": 3,
+    }
+    sweep = post_sweep(stack.client, body)
+    done = wait_for_sweep(stack.client, sweep["id"])
+    assert done["status"] == "succeeded", done
+    board = done["leaderboard"]
+    pruned = [t for t in board if t["error"] and t["error"]["code"] == "pruned"]
+    assert pruned, [(t["status"], t["params"], t["objective"]) for t in board]
+    for trial in pruned:
+        assert trial["status"] == "cancelled"
+        assert trial["error"]["rule"] == "median"
+        assert trial["error"]["epoch"] == trial["epochs"] < 30
+        assert "median" in trial["error"]["message"]
+        job = stack.client.get(f"/v1/jobs/{trial['job_id']}", headers=auth("alice")).get_json()
+        assert job["status"] == "cancelled" and job["error"]["code"] == "pruned"
+        assert job["error"]["epoch"] == trial["epochs"] and job["model_id"] is None
+    succeeded = [t for t in board if t["status"] == "succeeded"]
+    assert len(succeeded) >= 3 and all(t["epochs"] == 30 for t in succeeded)
+    assert board[: len(succeeded)] == succeeded  # succeeded first, best first
+    assert done["best"]["job_id"] == succeeded[0]["job_id"]
+
+
+def test_cancel_ends_every_trial(stack: Stack) -> None:
+    body = {
+        "spec": {**SPEC, "epochs": 100_000 // 80},  # ~1.5 s each
+        "space": {"seed": {"choices": list(range(8))}},
+        "strategy": "grid",
+        "max_parallel": 2,
+    }
+    sweep = post_sweep(stack.client, body)
+    deadline = time.monotonic() + 60
+    while True:
+        now = stack.client.get(f"/v1/sweeps/{sweep['id']}", headers=auth("alice")).get_json()
+        if any(t["status"] == "running" for t in now["leaderboard"]):
+            break
+        assert time.monotonic() < deadline, now
+        time.sleep(0.05)
+    answer = stack.client.post(f"/v1/sweeps/{sweep['id']}/cancel", headers=auth("alice"))
+    assert answer.status_code == 202 and answer.get_json()["status"] == "cancelled"
+    done = wait_for_sweep(stack.client, sweep["id"], timeout=30)
+    assert done["status"] == "cancelled"
+    assert {t["status"] for t in done["leaderboard"]} == {"cancelled"}
+    assert len(done["leaderboard"]) <= 3  # nothing was created after the cancel
+    time.sleep(1.5)  # a controller pass later: still nothing new
+    again = stack.client.get(f"/v1/sweeps/{sweep['id']}", headers=auth("alice")).get_json()
+    assert len(again["leaderboard"]) == len(done["leaderboard"])
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def two_workers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Any, Database]]:
+    """The API in-process and two worker processes (one pool slot each) on a private queue."""
+    with ExitStack() as cleanup:
+        url = scratch_database(request.param, tmp_path, cleanup)
+        if url is None:
+            pytest.skip("PostgreSQL is not answering on this machine")
+        database = Database(url)
+        cleanup.callback(database.dispose)
+        broker = redis_url() or f"filesystem://{tmp_path / 'broker'}"
+        env = {
+            "DATABASE_URL": url,
+            "BROKER_URL": broker,
+            "QUEUE_NAME": private_queue(broker, cleanup),
+            "VAR_DIR": str(tmp_path),
+            "TENANT_MAX_RUNNING": "0",
+        }
+        for i in range(2):
+            worker = WorkerProcess(env, tmp_path / f"worker{i}.log")
+            cleanup.callback(worker.stop)
+            worker.wait_ready()
+        deadline = time.monotonic() + 30
+        while True:
+            with database.session() as session:
+                if len(list(session.scalars(select(Worker.name)))) == 2:
+                    break
+            assert time.monotonic() < deadline, "the workers did not register"
+            time.sleep(0.1)
+        from core.settings import Settings
+        from service.app import create_app
+
+        yield create_app(Settings.from_env(env)).test_client(), database
+
+
+def test_another_tenants_job_starts_before_a_100_trial_sweep_ends(
+    two_workers: tuple[Any, Database],
+) -> None:
+    client, database = two_workers
+    body = {
+        "spec": {**HALF_SECOND_SPEC},
+        "space": {"seed": {"choices": list(range(100))}},
+        "strategy": "grid",
+        "objective": {"metric": "loss"},
+        "max_parallel": 8,
+    }
+    sweep = post_sweep(client, body)
+    deadline = time.monotonic() + 120
+    while True:  # a's trials hold both workers, and some have finished
+        now = client.get(f"/v1/sweeps/{sweep['id']}", headers=auth("alice")).get_json()
+        if now["progress"]["finished"] >= 4:
+            break
+        assert time.monotonic() < deadline, now
+        time.sleep(0.1)
+    lengths = sorted(t["seconds"] for t in now["leaderboard"] if t["status"] == "succeeded")
+    length = lengths[len(lengths) // 2]
+    b_id = client.post("/v1/jobs", json=HALF_SECOND_SPEC, headers=auth("bob")).get_json()["id"]
+    while True:
+        with database.session() as session:
+            b = session.get(Job, b_id)
+            assert b is not None
+            if b.started_at is not None:
+                break
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    waited = (b.started_at - b.created_at).total_seconds()
+    later = client.get(f"/v1/sweeps/{sweep['id']}", headers=auth("alice")).get_json()
+    client.post(f"/v1/sweeps/{sweep['id']}/cancel", headers=auth("alice"))
+    print(
+        f"\nsweep fairness: B's job started after {waited:.2f} s with A's 100-trial sweep at "
+        f"{later['progress']['finished']}/100; one trial takes {length:.2f} s (2 worker slots)"
+    )
+    assert later["status"] == "running" and later["progress"]["finished"] < 100
+    assert waited <= 2 * length + 0.5
+
+
+def test_a_sweep_survives_a_killed_worker_and_a_restart_of_every_worker(
+    tmp_path: Path,
+) -> None:
+    with ExitStack() as cleanup:
+        h = harness.Harness.start(tmp_path, cleanup)
+        first = h.start_worker()
+        second = h.start_worker()
+        body = {
+            "spec": {**SPEC, "epochs": 1200},  # about 1.5 s each
+            "space": {"seed": {"choices": list(range(6))}},
+            "strategy": "grid",
+            "objective": {"metric": "loss"},
+            "max_parallel": 2,
+        }
+        sweep = post_sweep(h.client, body)
+        deadline = time.monotonic() + 60
+        while True:
+            now = h.client.get(f"/v1/sweeps/{sweep['id']}", headers=auth("alice")).get_json()
+            running = [t for t in now["leaderboard"] if t["status"] == "running"]
+            if running and running[0]["epochs"] > 0:
+                break
+            assert time.monotonic() < deadline, now
+            time.sleep(0.05)
+        kill_worker(first)  # mid-trial, no chance to clean up
+        second.stop()  # and the other one goes too
+        h.start_worker()
+        h.start_worker()
+        done = wait_for_sweep(h.client, sweep["id"], timeout=180)
+        assert done["status"] == "succeeded", done
+        board = done["leaderboard"]
+        assert sorted(t["trial"] for t in board) == list(range(6))  # each trial once
+        assert {t["status"] for t in board} == {"succeeded"}
+        ids = [t["job_id"] for t in board]
+        assert set(h.models_per_job(ids).values()) == {1}  # none trained twice to success
+        with h.db.session() as session:
+            attempts = dict(
+                session.execute(select(Job.id, Job.attempts).where(Job.id.in_(ids))).all()
+            )
+            assert session.scalar(select(func.count()).select_from(Model)) == 6
+        assert max(attempts.values()) >= 2  # the killed trial ran again, once to success
