@@ -19,13 +19,12 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
-from sqlalchemy import select
 
 from core.activations import ACTIVATIONS
 from core.initializers import INITIALIZERS
 from core.layers import LAYERS
 from core.losses import LOSSES
-from core.models import TERMINAL_STATUSES, Job, JobMetric
+from core.models import TERMINAL_STATUSES
 from core.optimizers import OPTIMIZERS
 from core.queries import NotFound
 from core.settings import Settings
@@ -48,7 +47,7 @@ SEED_SPEC = Path(__file__).resolve().parent / "static" / "seed_job.json"
 # Routes the page's scripts call: they answer errors as JSON, never with a redirect or a page.
 DATA_ROUTES = frozenset(
     {"ui.rows", "ui.events", "ui.plot", "ui.predict"}
-    | {"ui.sweep_rows", "ui.sweep_board", "ui.sweep_curves", "ui.sweep_plot"}
+    | {"ui.sweep_rows", "ui.sweep_board", "ui.sweep_events", "ui.sweep_plot"}
 )
 OPEN_ROUTES = frozenset({"ui.login"})
 CSP = (
@@ -319,43 +318,9 @@ def sweep_board(sweep_id: str) -> ResponseReturnValue:
     return render_template("_sweep_board.html", sweep=_sweep(sweep_id), partial=True)
 
 
-@bp.get("/ui/sweeps/<sweep_id>/curves")
-def sweep_curves(sweep_id: str) -> ResponseReturnValue:
-    """Every trial's per-epoch validation metrics, grouped by its parameters but the seed."""
-    shown = _sweep(sweep_id)
-    best = (shown.get("best") or {}).get("job_id")
-    trials = session().execute(
-        select(Job.id, Job.params)
-        .where(Job.sweep_id == shown["id"], Job.tenant_id == g.tenant_id)
-        .order_by(Job.trial)
-    )
-    rows = session().execute(
-        select(JobMetric.job_id, JobMetric.epoch, JobMetric.val_loss, JobMetric.val_accuracy)
-        .join(Job, Job.id == JobMetric.job_id)
-        .where(Job.sweep_id == shown["id"], Job.tenant_id == g.tenant_id)
-        .order_by(JobMetric.job_id, JobMetric.epoch)
-    )
-    history: dict[str, list[Any]] = {}
-    for job_id, epoch, val_loss, val_accuracy in rows:
-        history.setdefault(job_id, []).append((epoch, val_loss, val_accuracy))
-    groups: list[str] = []
-    answer = []
-    for job_id, params in trials:
-        label = _params({k: v for k, v in (params or {}).items() if k != "seed"}) or "trials"
-        if label not in groups:
-            groups.append(label)
-        epochs = history.get(job_id, [])
-        answer.append(
-            {
-                "job_id": job_id,
-                "group": groups.index(label),
-                "best": job_id == best,
-                "epochs": [e for e, _, _ in epochs],
-                "val_loss": [v for _, v, _ in epochs],
-                "val_accuracy": [a for _, _, a in epochs],
-            }
-        )
-    return {"status": shown["status"], "groups": groups, "trials": answer}
+@bp.get("/ui/sweeps/<sweep_id>/events")
+def sweep_events(sweep_id: str) -> ResponseReturnValue:
+    return api_sweeps.stream(sweep_id)  # the API's view: the tenant is the signed-in one
 
 
 @bp.get("/ui/sweeps/<sweep_id>/plot.png")

@@ -246,28 +246,52 @@ function predictBox(root) {
   });
 }
 
+// A searched value, short, as the leaderboard writes it: `sgd(learning_rate=0.01, momentum=0.9)`.
+function paramText(value) {
+  if (value && typeof value === "object" && !Array.isArray(value)) {
+    const inner = Object.entries(value)
+      .filter(([key]) => key !== "type")
+      .map(([key, v]) => key + "=" + paramText(v))
+      .join(", ");
+    return "type" in value ? value.type + "(" + inner + ")" : "{" + inner + "}";
+  }
+  if (typeof value === "number" && !Number.isInteger(value)) {
+    return String(Number(value.toPrecision(4)));
+  }
+  return Array.isArray(value) ? JSON.stringify(value) : String(value);
+}
+
 function watchSweep(root) {
   const charts = {
     val_loss: document.getElementById("chart-val_loss"),
     val_accuracy: document.getElementById("chart-val_accuracy"),
   };
-  let trials = [];
-  let groups = [];
+  const trials = new Map(); // job id -> {group, epochs, val_loss, val_accuracy}
+  const groups = []; // labels: a trial's parameters apart from the seed
+  let best = null;
   let pending = false;
+
+  function trialOf(jobId) {
+    if (!trials.has(jobId)) {
+      trials.set(jobId, { group: -1, epochs: [], val_loss: [], val_accuracy: [] });
+    }
+    return trials.get(jobId);
+  }
 
   function redraw() {
     pending = false;
-    const maxEpoch = Math.max(1, ...trials.map((t) => t.epochs[t.epochs.length - 1] || 0));
+    const all = [...trials.entries()];
+    const maxEpoch = Math.max(1, ...all.map(([, t]) => t.epochs[t.epochs.length - 1] || 0));
     for (const [name, canvas] of Object.entries(charts)) {
       // Thin lines first, the best trial last and thick, so that it stays visible on top.
-      const ordered = trials.filter((t) => !t.best).concat(trials.filter((t) => t.best));
-      const lines = ordered.map((t) => ({
-        color: PALETTE[t.group % PALETTE.length],
-        width: t.best ? 3.5 : 1.5,
+      const ordered = all.filter(([id]) => id !== best).concat(all.filter(([id]) => id === best));
+      const lines = ordered.map(([id, t]) => ({
+        color: t.group < 0 ? "#999" : PALETTE[t.group % PALETTE.length],
+        width: id === best ? 3.5 : 1.5,
         points: t.epochs.map((e, i) => [e, t[name][i]]),
       }));
-      const hasData = trials.some((t) => t[name].some((v) => typeof v === "number"));
-      canvas.closest("figure").hidden = name === "val_accuracy" && trials.length > 0 && !hasData;
+      const hasData = all.some(([, t]) => t[name].some((v) => typeof v === "number"));
+      canvas.closest("figure").hidden = name === "val_accuracy" && trials.size > 0 && !hasData;
       drawChart(canvas, lines, maxEpoch);
     }
     // One entry per group while each has a colour of its own (a grid over a few values).
@@ -282,50 +306,90 @@ function watchSweep(root) {
       swatch.style.background = PALETTE[i % PALETTE.length];
       item.appendChild(document.createTextNode(label));
     });
-    const count = trials.reduce((n, t) => n + t.epochs.length, 0);
+    const count = all.reduce((n, [, t]) => n + t.epochs.length, 0);
     document.getElementById("curve-count").textContent = String(count);
   }
   const schedule = () => { if (!pending) { pending = true; requestAnimationFrame(redraw); } };
 
-  async function loadCurves() {
-    const response = await fetch(root.dataset.curvesUrl, { headers: { Accept: "application/json" } });
-    if (!response.ok) return;
-    const answer = await response.json();
-    trials = answer.trials;
-    groups = answer.groups;
-    schedule();
-  }
-
+  // The leaderboard is rendered by the server: read again when a trial starts or ends, or the
+  // sweep's state changes; at most one read at a time, and one more if news came meanwhile.
+  let loading = null;
+  let again = false;
   async function loadBoard() {
-    const response = await fetch(root.dataset.boardUrl, { headers: { Accept: "text/html" } });
-    if (!response.ok) return;
-    const fresh = document.createElement("template");
-    fresh.innerHTML = await response.text();
-    for (const id of ["sweep-state", "leaderboard"]) {
-      document.getElementById(id).replaceWith(fresh.content.getElementById(id));
-    }
-    root.dataset.status = document.getElementById("sweep-state").dataset.status;
+    if (loading) { again = true; return loading; }
+    loading = (async () => {
+      do {
+        again = false;
+        try {
+          const response = await fetch(root.dataset.boardUrl, { headers: { Accept: "text/html" } });
+          if (response.ok) {
+            const fresh = document.createElement("template");
+            fresh.innerHTML = await response.text();
+            for (const id of ["sweep-state", "leaderboard"]) {
+              document.getElementById(id).replaceWith(fresh.content.getElementById(id));
+            }
+          }
+        } catch (_) { /* the next event reads it again */ }
+      } while (again);
+      loading = null;
+    })();
+    return loading;
   }
 
-  // Read the leaderboard and the curves every second until the sweep ends, then once more.
-  async function tick() {
-    try {
-      await Promise.all([loadBoard(), loadCurves()]);
-    } catch (_) { /* the next tick retries */ }
-    if (!TERMINAL.has(root.dataset.status)) {
-      setTimeout(tick, 1000);
-      return;
-    }
-    try {
-      await loadCurves(); // the epochs recorded after the last read, if any
-    } catch (_) { /* the curves stay as they were */ }
+  async function finish(status) {
+    root.dataset.status = status;
+    await loadBoard();
     const cancel = document.getElementById("cancel-form");
     if (cancel) cancel.remove();
-    document.getElementById("plot").src = root.dataset.plotUrl + "?s=" + root.dataset.status;
+    document.getElementById("plot").src = root.dataset.plotUrl + "?s=" + status;
     root.dataset.finished = "true";
   }
+
+  function connect() {
+    const source = new EventSource(root.dataset.eventsUrl);
+    source.addEventListener("trial", (event) => {
+      const row = JSON.parse(event.data);
+      const trial = trialOf(row.job_id);
+      const rest = Object.entries(row.params || {}).filter(([path]) => path !== "seed");
+      const label = rest.map(([path, v]) => path + "=" + paramText(v)).join(" ") || "trials";
+      if (!groups.includes(label)) groups.push(label);
+      trial.group = groups.indexOf(label);
+      schedule();
+      loadBoard();
+    });
+    source.addEventListener("epoch", (event) => {
+      const row = JSON.parse(event.data);
+      const trial = trialOf(row.job_id);
+      // A retried trial, or a stream opened again, sends its epochs from the first.
+      let keep = trial.epochs.length;
+      while (keep && trial.epochs[keep - 1] >= row.epoch) keep--;
+      for (const name of ["epochs", "val_loss", "val_accuracy"]) trial[name].length = keep;
+      trial.epochs.push(row.epoch);
+      trial.val_loss.push(row.val_loss);
+      trial.val_accuracy.push(row.val_accuracy);
+      schedule();
+    });
+    source.addEventListener("sweep", (event) => {
+      const sweep = JSON.parse(event.data);
+      best = sweep.best ? sweep.best.job_id : null;
+      schedule();
+      if (TERMINAL.has(sweep.status)) {
+        source.close(); // it has ended; don't let EventSource reconnect
+        finish(sweep.status);
+      } else {
+        loadBoard();
+      }
+    });
+    // The browser reconnects by itself when a stream ends (EVENTS_MAX_SECONDS), but not after a
+    // refusal (429: all the tenant's streams are open; 503): try again shortly, from here.
+    source.addEventListener("error", () => {
+      if (source.readyState === EventSource.CLOSED && root.dataset.finished !== "true") {
+        setTimeout(connect, 5000);
+      }
+    });
+  }
   schedule();
-  tick();
+  connect();
 }
 
 document.addEventListener("DOMContentLoaded", () => {

@@ -13,6 +13,7 @@ from core.db import Database
 from core.spec import parse_spec
 from core.sweep_spec import plan_sweep
 from service.dashboard import compare_optimizers
+from tests.sse import events as parse_events
 from tests.unit.test_api import small_spec
 from tests.unit.test_dashboard import csrf, sign_in, submit_form
 from tests.unit.test_live import PNG_MAGIC
@@ -88,22 +89,18 @@ def test_compare_optimizers_runs_the_sweep_and_its_page_shows_it(
     assert "optimizer=sgd(learning_rate=0.01, momentum=0.9) seed=" in board
     assert "optimizer=adam(learning_rate=0.001) seed=" in board
 
-    curves = client.get(sweep_url + "/curves").get_json()
-    assert curves["status"] == "succeeded"
-    assert curves["groups"] == [
-        "optimizer=sgd(learning_rate=0.01)",
-        "optimizer=sgd(learning_rate=0.01, momentum=0.9)",
-        "optimizer=rmsprop(learning_rate=0.001)",
-        "optimizer=adam(learning_rate=0.001)",
-    ]
-    assert len(curves["trials"]) == 12
-    assert sorted(t["group"] for t in curves["trials"]) == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
-    assert [t["best"] for t in curves["trials"]].count(True) == 1
-    for trial in curves["trials"]:
-        assert trial["epochs"] == [1, 2, 3]
-        assert all(isinstance(v, float) for v in trial["val_loss"] + trial["val_accuracy"])
-    best = next(t for t in curves["trials"] if t["best"])
-    assert f"/ui/jobs/{best['job_id']}" == trial_links[0]
+    # The page's curves come from the sweep's event stream (the API's, behind the cookie).
+    events = list(parse_events([client.get(sweep_url + "/events").get_data(as_text=True)]))
+    trials = {e.data["job_id"]: e.data["params"] for e in events if e.event == "trial"}
+    epochs = [e.data for e in events if e.event == "epoch"]
+    assert len(trials) == 12 and len(epochs) == 12 * 3
+    assert {(row["job_id"], row["epoch"]) for row in epochs} == {
+        (job_id, epoch) for job_id in trials for epoch in (1, 2, 3)
+    }
+    assert all(isinstance(row["val_loss"], float) for row in epochs)
+    last = events[-1]
+    assert last.event == "sweep" and last.data["status"] == "succeeded"
+    assert f"/ui/jobs/{last.data['best']['job_id']}" == trial_links[0]
 
     # A trial's page says whose trial it is, and links back.
     trial_page = client.get(trial_links[0]).get_data(as_text=True)
@@ -144,10 +141,10 @@ def test_compare_needs_a_finished_job_and_sweeps_are_per_tenant(
 
     bob = app.test_client()
     sign_in(bob, "bob")
-    for suffix in ("", "/board", "/curves", "/plot.png"):
+    for suffix in ("", "/board", "/events", "/plot.png"):
         assert bob.get(sweep_url + suffix).status_code == 404, suffix
     assert sweep_url.rsplit("/", 1)[-1] not in bob.get("/ui/sweeps").get_data(as_text=True)
     assert bob.post(job_url + "/compare", data={"csrf_token": csrf(bob, "/")}).status_code == 404
     signed_out = app.test_client()
     assert signed_out.get(sweep_url).status_code == 302
-    assert signed_out.get(sweep_url + "/curves").status_code == 401
+    assert signed_out.get(sweep_url + "/events").status_code == 401
