@@ -351,3 +351,22 @@ def test_params_text_is_short() -> None:
         "optimizer=sgd(learning_rate=0.01, momentum=0.9) layers[0].units=64 lr=0.0001235"
     )
     assert params_text({}) == "-"
+
+
+def test_ctrl_c_stops_watching_the_sweep_without_cancelling_it(
+    service: FakeService,
+    capsys: pytest.CaptureFixture[str],
+    request_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    service.route("POST", "/v1/sweeps", json_response(sweep("queued", 0), 202))
+
+    def interrupted(self: Client, sweep_id: str, **kwargs: Any) -> Json:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Client, "wait_sweep", interrupted)
+    code, _, err = run(capsys, "sweep", "submit", str(request_file), "--wait")
+    assert code == 130
+    assert "stopped watching; sweep s1 keeps running" in err
+    assert "trainsvc sweep wait s1" in err and "trainsvc sweep cancel s1" in err
+    assert service.sent("POST", "/v1/sweeps/s1/cancel") == []
