@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import update
 
 from core.db import Database
+from core.models import Job
 from core.spec import parse_spec
 from core.sweep_spec import plan_sweep
 from service.dashboard import compare_optimizers
@@ -128,6 +130,32 @@ def test_cancel_a_sweep_from_its_page(
     assert 'data-status="cancelled"' in board
     assert board.count('class="badge status-cancelled"') == 1 + 4
     assert client.post(sweep_url + "/cancel", data={"csrf_token": token}).status_code == 409
+
+
+def test_a_pruned_trial_says_so_on_the_board(
+    client: FlaskClient, database: Database, finished_job: tuple[str, str]
+) -> None:
+    token, job_url = finished_job
+    sweep_url = client.post(job_url + "/compare", data={"csrf_token": token}).headers["Location"]
+    first, second, *_ = advance(database, sweep_url.rsplit("/", 1)[-1])
+    assert run_job(database, first) == "succeeded"
+    with database.begin() as session:  # as the trial's pruner leaves it
+        session.execute(
+            update(Job)
+            .where(Job.id == second)
+            .values(
+                status="cancelled",
+                error_code="pruned",
+                error_message="pruned after epoch 2 by the median rule",
+                info={"pruned": {"epoch": 2, "rule": "median"}},
+                progress_epoch=2,
+            )
+        )
+    board = client.get(sweep_url + "/board").get_data(as_text=True)
+    rows = board.split("<tbody>", 1)[1].split("<tr ")[1:]
+    assert f'data-job-id="{first}"' in rows[0] and 'class="best"' in rows[0]
+    assert f'data-job-id="{second}"' in rows[1]
+    assert "status-cancelled" in rows[1] and ">pruned at 2</span>" in rows[1]
 
 
 def test_compare_needs_a_finished_job_and_sweeps_are_per_tenant(
