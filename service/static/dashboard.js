@@ -369,21 +369,23 @@ function watchSweep(root) {
       trial.val_accuracy.push(row.val_accuracy);
       schedule();
     });
+    // The sweep may say it has ended before its last trial's last epochs have been sent: the
+    // server ends the stream once those have been too, so the page waits for that end.
+    let ended = null;
     source.addEventListener("sweep", (event) => {
       const sweep = JSON.parse(event.data);
       best = sweep.best ? sweep.best.job_id : null;
       schedule();
-      if (TERMINAL.has(sweep.status)) {
-        source.close(); // it has ended; don't let EventSource reconnect
-        finish(sweep.status);
-      } else {
-        loadBoard();
-      }
+      loadBoard();
+      if (TERMINAL.has(sweep.status)) ended = sweep.status;
     });
     // The browser reconnects by itself when a stream ends (EVENTS_MAX_SECONDS), but not after a
     // refusal (429: all the tenant's streams are open; 503): try again shortly, from here.
     source.addEventListener("error", () => {
-      if (source.readyState === EventSource.CLOSED && root.dataset.finished !== "true") {
+      if (ended) {
+        source.close(); // the stream of an ended sweep: don't let EventSource reconnect
+        finish(ended);
+      } else if (source.readyState === EventSource.CLOSED && root.dataset.finished !== "true") {
         setTimeout(connect, 5000);
       }
     });
