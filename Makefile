@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.predict_http
 	$(PY) -m benchmarks.job_overhead
 	$(PY) -m benchmarks.memory
+	$(PY) -m benchmarks.sweep
 
 # Heavier failure scenarios against real processes: one line of figures per scenario.
 reliability: $(STAMP)

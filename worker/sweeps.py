@@ -114,14 +114,19 @@ def frozen(f: Finished, dists: dict[str, BaseDistribution], **extra: Any) -> Any
 
 
 def ask(
-    request: dict[str, Any], space: Space, first: int, count: int, history: list[Finished]
+    request: dict[str, Any],
+    space: Space,
+    first: int,
+    count: int,
+    history: list[Finished],
+    grid: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Parameters for trials `first` .. `first + count - 1` (grid: in order; random and tpe:
     Optuna's sampler, seeded by the sweep's seed and the trial number)."""
     if count <= 0:
         return []
     if request["strategy"] == "grid":
-        return space.grid()[first : first + count]
+        return (grid if grid is not None else space.grid())[first : first + count]
     dists = distributions(space)
     seed = int(request["seed"])
     out: list[dict[str, Any]] = []
@@ -141,8 +146,20 @@ def ask(
     return out
 
 
-def load_space(request: dict[str, Any]) -> Space:
-    return parse_space(request["space"], request["spec"])
+_SPACES: dict[str, tuple[Space, list[dict[str, Any]] | None]] = {}
+
+
+def load_space(sweep_id: str, request: dict[str, Any]) -> tuple[Space, list[dict[str, Any]] | None]:
+    """The sweep's parsed space and (grid) its combinations, kept per process: a sweep's
+    request never changes."""
+    cached = _SPACES.get(sweep_id)
+    if cached is None:
+        space = parse_space(request["space"], request["spec"])
+        cached = (space, space.grid() if request["strategy"] == "grid" else None)
+        if len(_SPACES) >= 64:
+            _SPACES.pop(next(iter(_SPACES)))
+        _SPACES[sweep_id] = cached
+    return cached
 
 
 def history_of(db_rows: list[Any], space: Space, metric: str) -> list[Finished]:
@@ -231,13 +248,13 @@ def _step(session: Any, sweep: Sweep) -> list[str]:
     count = min(int(request["max_parallel"]) - active, sweep.total - len(rows))
     if count <= 0:
         return []
-    space = load_space(request)
+    space, grid = load_space(sweep.id, request)
     metric = request["objective"]["metric"]
     history = history_of(rows, space, metric) if request["strategy"] == "tpe" else []
     first = len(rows)
     lookup = info_lookup(session, sweep.tenant_id)
     created = []
-    for offset, params in enumerate(ask(request, space, first, count, history)):
+    for offset, params in enumerate(ask(request, space, first, count, history, grid)):
         number = first + offset
         job = Job(
             tenant_id=sweep.tenant_id,

@@ -17,6 +17,7 @@ from core.models import Job, Model, Worker
 from tests.conftest import auth
 from tests.integration import harness
 from tests.integration.conftest import Stack
+from tests.sse import events as parse_events
 from tests.support import (
     HALF_SECOND_SPEC,
     TINY_SPEC,
@@ -289,3 +290,37 @@ def test_a_sweep_survives_a_killed_worker_and_a_restart_of_every_worker(
             )
             assert session.scalar(select(func.count()).select_from(Model)) == 6
         assert max(attempts.values()) >= 2  # the killed trial ran again, once to success
+
+
+def test_the_event_stream_follows_trials_live(stack: Stack) -> None:
+    body = {
+        "spec": {**SPEC, "epochs": 60},
+        "space": {"seed": {"choices": [0, 1, 2]}},
+        "strategy": "grid",
+        "max_parallel": 1,
+    }
+    sweep = post_sweep(stack.client, body)
+    answer = stack.client.get(f"/v1/sweeps/{sweep['id']}/events", headers=auth("alice"))
+    assert answer.status_code == 200 and answer.mimetype == "text/event-stream"
+    got = list(parse_events([answer.get_data(as_text=True)]))  # ends when the sweep has
+    assert got[0].event == "sweep" and got[0].data["status"] in ("queued", "running")
+    assert got[-1].event == "sweep" and got[-1].data["status"] == "succeeded"
+    assert got[-1].data["progress"] == {"finished": 3, "total": 3} and got[-1].data["best"]
+    trials = {e.data["job_id"]: e.data["trial"] for e in got if e.event == "trial"}
+    assert sorted(trials.values()) == [0, 1, 2]
+    for job_id in trials:
+        states = [
+            e.data["status"] for e in got if e.event == "trial" and e.data["job_id"] == job_id
+        ]
+        assert states[-1] == "succeeded"
+        epochs = [e.data["epoch"] for e in got if e.event == "epoch" and e.data["job_id"] == job_id]
+        assert epochs == list(range(1, 61))
+        ended = next(
+            i
+            for i, e in enumerate(got)
+            if e.event == "trial" and e.data["job_id"] == job_id and e.data["status"] == "succeeded"
+        )
+        last_epoch = max(
+            i for i, e in enumerate(got) if e.event == "epoch" and e.data["job_id"] == job_id
+        )
+        assert last_epoch < ended  # a trial's end comes after its epochs

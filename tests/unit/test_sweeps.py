@@ -280,3 +280,49 @@ def test_cancel_ends_queued_trials_and_refuses_a_finished_sweep(
     assert advance(database, sweep["id"]) == []
     assert client.post(f"/v1/sweeps/{sweep['id']}/cancel", headers=ALICE).status_code == 409
     assert client.post(f"/v1/sweeps/{sweep['id']}/cancel", headers=auth("bob")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("pruner", "rule"),
+    [
+        ({"type": "median", "n_startup_trials": 2}, "median"),
+        (
+            {"type": "successive_halving", "min_resource": 1, "reduction_factor": 3},
+            "successive_halving",
+        ),
+    ],
+)
+def test_the_pruner_stops_hopeless_trials_after_an_epoch(
+    client: FlaskClient, database: Database, pruner: dict[str, Any], rule: str
+) -> None:
+    spec = body()["spec"]
+    spec.update(epochs=9, optimizer={"type": "sgd"})
+    sweep = client.post(
+        "/v1/sweeps",
+        json=body(
+            spec=spec,
+            strategy="random",
+            space={"optimizer.learning_rate": {"low": 0.00001, "high": 0.3, "log": True}},
+            max_trials=9,
+            max_parallel=1,
+            pruner=pruner,
+            seed=5,
+        ),
+        headers=ALICE,
+    ).get_json()
+    while pending := advance(database, sweep["id"]):
+        for job_id in pending:
+            run_job(database, job_id)
+    advance(database, sweep["id"])
+    done = client.get(f"/v1/sweeps/{sweep['id']}", headers=ALICE).get_json()
+    assert done["status"] == "succeeded"
+    pruned = [t for t in done["leaderboard"] if t["error"] and t["error"]["code"] == "pruned"]
+    assert pruned
+    for trial in pruned:
+        assert trial["status"] == "cancelled" and trial["error"]["rule"] == rule
+        assert trial["epochs"] == trial["error"]["epoch"] < 9
+        assert trial["model_id"] is None
+    kept = [t for t in done["leaderboard"] if t["status"] == "succeeded"]
+    assert kept and all(t["epochs"] == 9 for t in kept)
+    # the pruned ones were the worse: none beats the best that ran to the end at its epoch
+    assert done["best"]["job_id"] == kept[0]["job_id"]
