@@ -334,6 +334,45 @@ def cancel_sweep(sweep_id: str) -> ResponseReturnValue:
     return redirect(url_for("ui.sweep", sweep_id=sweep_id), 303)
 
 
+def _create_sweep(payload: Any, check: bool = False) -> Any:
+    """What POST /v1/sweeps does: validate, admit the total cost, record; or only check it."""
+    plan = sweeps.plan(payload, info_lookup(session(), g.tenant_id))
+    settings: Settings = current_app.config["TRAINSVC_SETTINGS"]
+    cost = sweeps.admit(plan, session=session(), settings=settings)
+    if check:
+        return sweeps.dry_run(plan, cost).dump()
+    return sweeps.create_sweep(
+        plan, cost, session=session(), tenant_id=g.tenant_id, max_queued=settings.tenant_max_queued
+    )
+
+
+def _sweep_form(text: str, status: int = 200, **context: Any) -> ResponseReturnValue:
+    return render_template("new_sweep.html", sweep_text=text, **context), status
+
+
+@bp.route("/ui/sweeps/new", methods=["GET", "POST"])
+def new_sweep() -> ResponseReturnValue:
+    if request.method == "GET":
+        seed = json.loads(SEED_SPEC.read_text()) if SEED_SPEC.exists() else {}
+        return _sweep_form(json.dumps(compare_optimizers(seed), indent=2))
+    text = request.form.get("sweep", "")
+    try:
+        payload = jsonutil.loads(text)
+    except jsonutil.BadJSON as exc:
+        return _sweep_form(text, 400, problems=[{"field": "$", "message": str(exc)}])
+    try:
+        if request.form.get("action") == "check":
+            return _sweep_form(text, summary=_create_sweep(payload, check=True))
+        created = _create_sweep(payload)
+    except ApiError as exc:  # invalid, over a cost limit or the tenant's queued quota
+        if exc.status not in (422, 429):
+            raise
+        return _sweep_form(
+            text, exc.status, problems=exc.details or [{"field": "$", "message": exc.message}]
+        )
+    return redirect(url_for("ui.sweep", sweep_id=created.id), 303)
+
+
 @bp.post("/ui/jobs/<job_id>/compare")
 def compare(job_id: str) -> ResponseReturnValue:
     """Submit the four-optimizer sweep of this job's spec and show it."""
@@ -341,15 +380,5 @@ def compare(job_id: str) -> ResponseReturnValue:
     if found.status not in TERMINAL_STATUSES:
         raise ApiError(409, f"the job is {found.status}; compare optimizers once it has finished")
     spec = JobOut.from_row(found).spec
-    name = f"compare-optimizers: {found.name or found.id[:8]}"
-    plan = sweeps.plan(compare_optimizers(spec, name), info_lookup(session(), g.tenant_id))
-    settings: Settings = current_app.config["TRAINSVC_SETTINGS"]
-    cost = sweeps.admit(plan, session=session(), settings=settings)
-    created = sweeps.create_sweep(
-        plan,
-        cost,
-        session=session(),
-        tenant_id=g.tenant_id,
-        max_queued=settings.tenant_max_queued,
-    )
+    created = _create_sweep(compare_optimizers(spec, f"compare-optimizers: {found.name or 'job'}"))
     return redirect(url_for("ui.sweep", sweep_id=created.id), 303)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -176,3 +178,43 @@ def test_compare_needs_a_finished_job_and_sweeps_are_per_tenant(
     signed_out = app.test_client()
     assert signed_out.get(sweep_url).status_code == 302
     assert signed_out.get(sweep_url + "/events").status_code == 401
+
+
+def sweep_form(client: FlaskClient, token: str, body: Any, action: str = "submit") -> Any:
+    text = body if isinstance(body, str) else json.dumps(body)
+    return client.post(
+        "/ui/sweeps/new", data={"sweep": text, "csrf_token": token, "action": action}
+    )
+
+
+def test_new_sweep_form_checks_submits_or_shows_each_problem(
+    client: FlaskClient, database: Database
+) -> None:
+    token = sign_in(client)
+    form = client.get("/ui/sweeps/new").get_data(as_text=True)
+    prefilled = json.loads(html.unescape(form.split('id="sweep-request"', 1)[1].split(">", 1)[1]
+                                         .split("</textarea>", 1)[0]))  # fmt: skip
+    assert prefilled == json.loads((ROOT / "examples" / "compare_optimizers.json").read_text())
+
+    checked = sweep_form(client, token, prefilled, action="check")
+    page = checked.get_data(as_text=True)
+    assert checked.status_code == 200 and "grid, 12 trial(s)" in page and "4451 parameters" in page
+    assert "optimizer=sgd(learning_rate=0.01, momentum=0.9) seed=2" in page
+
+    bad = {**prefilled, "space": {**prefilled["space"], "layers[9].units": {"choices": [3, 4]}}}
+    bad["max_trials"] = 24
+    refused = sweep_form(client, token, bad)
+    page = html.unescape(refused.get_data(as_text=True))
+    assert refused.status_code == 422
+    assert "<code>spec.layers[9].units</code>" in page and "needs 3 output unit(s)" in page
+    assert "layers[9].units=4" in page  # the bad trial's values
+    assert sweep_form(client, token, "{not json").status_code == 400
+    assert client.get("/ui/sweeps").get_data(as_text=True).count("data-sweep-id") == 0
+
+    tpe = {**prefilled, "strategy": "tpe", "max_trials": 5}
+    tpe["space"] = {"optimizer.learning_rate": {"low": 0.0001, "high": 0.1, "log": True}}
+    page = sweep_form(client, token, tpe, action="check").get_data(as_text=True)
+    assert "tpe, 5 trial(s)" in page and "<code>optimizer.learning_rate</code>" in page
+    created = sweep_form(client, token, tpe)
+    assert created.status_code == 303 and created.headers["Location"].startswith("/ui/sweeps/")
+    assert len(advance(database, created.headers["Location"].rsplit("/", 1)[-1])) == 4
