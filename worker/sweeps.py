@@ -37,7 +37,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from core.cost import job_cost
-from core.db import Database, rowcount
+from core.db import Database
 from core.models import TERMINAL_STATUSES, Job, JobMetric, Sweep, utcnow
 from core.spec import to_stored
 from core.sweep_spec import Choices, PrunerSpec, Range, Space, SweepError, parse_space, trial_spec
@@ -280,9 +280,6 @@ def _step(session: Any, sweep: Sweep) -> list[str]:
         else:
             job.engine = spec.engine
             job.spec = to_stored(spec)
-            job.name = (
-                spec.name if spec.name and spec.name != request["spec"].get("name") else job.name
-            )
             job.progress_epochs = spec.epochs
             job.cost = job_cost(spec).as_dict()
         session.add(job)
@@ -483,15 +480,3 @@ def trial_ended(db: Database, job_id: str) -> list[str]:
     if sweep_id is None:
         return []
     return advance(db, sweep_id)
-
-
-def mark_sweep_started(db: Database, sweep_id: str) -> None:
-    """A trial has started: the sweep is running (if it was queued)."""
-    with db.begin() as session:
-        rowcount(
-            session.execute(
-                update(Sweep)
-                .where(Sweep.id == sweep_id, Sweep.status == "queued")
-                .values(status="running", started_at=utcnow())
-            )
-        )

@@ -99,7 +99,7 @@ def test_hostile_json_bodies_are_400(api: Flask) -> None:
         for method, operation in operations.items()
         if "application/json" in operation.get("requestBody", {}).get("content", {})
     ]
-    assert len(takes_json) == 2  # submit and predict
+    assert len(takes_json) == 3  # submit a job, submit a sweep, predict
     for operation in takes_json:
         names = {parameter.name: "nope" for parameter in operation.path_parameters}
         for name, body in HOSTILE_BODIES.items():
