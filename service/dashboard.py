@@ -34,7 +34,7 @@ from service import jobs, jsonutil, sweeps, ui_auth
 from service.api import sweeps as api_sweeps
 from service.api.common import db, session
 from service.api.jobs import events_response, plot_response
-from service.api.models import predict_offloaded
+from service.api.models import evaluation_plot_response, predict_offloaded
 from service.errors import ApiError, error_response, not_found
 from service.params import Cursor, SignIn, query
 from service.predictions import load_predictor, model_info
@@ -46,7 +46,7 @@ bp = Blueprint("ui", __name__)
 SEED_SPEC = Path(__file__).resolve().parent / "static" / "seed_job.json"
 # Routes the page's scripts call: they answer errors as JSON, never with a redirect or a page.
 DATA_ROUTES = frozenset(
-    {"ui.rows", "ui.events", "ui.plot", "ui.predict"}
+    {"ui.rows", "ui.events", "ui.plot", "ui.predict", "ui.evaluation_plot"}
     | {"ui.sweep_rows", "ui.sweep_board", "ui.sweep_events", "ui.sweep_plot"}
 )
 OPEN_ROUTES = frozenset({"ui.login"})
@@ -253,6 +253,15 @@ def events(job_id: str) -> ResponseReturnValue:
 @bp.get("/ui/jobs/<job_id>/plot.png")
 def plot(job_id: str) -> ResponseReturnValue:
     return plot_response(jobs.get_job(job_id, session=session(), tenant_id=g.tenant_id))
+
+
+@bp.get("/ui/jobs/<job_id>/evaluation.png")
+def evaluation_plot(job_id: str) -> ResponseReturnValue:
+    """The job's model's evaluation figure (confusion matrix or residuals)."""
+    found = jobs.get_job(job_id, session=session(), tenant_id=g.tenant_id)
+    if found.model_id is None:
+        raise ApiError(409, f"the job is {found.status}; only a succeeded job has a model")
+    return evaluation_plot_response(found.model_id, g.tenant_id)
 
 
 # -- sweeps -----------------------------------------------------------------------------------
