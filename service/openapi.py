@@ -298,8 +298,8 @@ def openapi_document() -> dict[str, Any]:
                 "operationId": "submitSweep",
                 "description": "The space maps job-spec field paths (`optimizer`, "
                 "`optimizer.learning_rate`, `layers[0].units`, `batch_size`, `seed`, ...) to "
-                "`{\"choices\": [...]}` (values or whole objects) or to a range `{\"low\", "
-                "\"high\", \"log\", \"type\": \"int\"|\"float\"}`. Strategies: `grid` "
+                '`{"choices": [...]}` (values or whole objects) or to a range `{"low", '
+                '"high", "log", "type": "int"|"float"}`. Strategies: `grid` '
                 "(choices only; every combination), `random`, `tpe` (seeded by `seed`). "
                 f"`max_trials` at most {MAX_TRIALS:,}. Every trial is validated as a full job "
                 "spec first: a bad one is a 422 naming its values (`params`) and field path. "
@@ -316,9 +316,7 @@ def openapi_document() -> dict[str, Any]:
                 ],
                 "requestBody": {
                     "required": True,
-                    "content": {
-                        "application/json": {"schema": c.ref(SweepRequest, "validation")}
-                    },
+                    "content": {"application/json": {"schema": c.ref(SweepRequest, "validation")}},
                 },
                 "responses": {
                     "202": {

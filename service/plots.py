@@ -146,7 +146,11 @@ def sweep_plot(sweep: Sweep, *, session: Session, cache: PlotCache) -> tuple[str
         }
         for t in trials
     ]
-    points = [(t.params, float(t.objective)) for t in trials if t.objective is not None]
+    points = [
+        (t.params, float(t.objective), t.status == "succeeded")
+        for t in trials
+        if t.objective is not None
+    ]
     title = f"{sweep.name or sweep.id} — {sweep.status} ({summary.finished}/{summary.total})"
     png = offload.run(
         render_sweep_png, lines, points, list(sweep.request["space"]), curve, metric, title
@@ -158,14 +162,15 @@ def sweep_plot(sweep: Sweep, *, session: Session, cache: PlotCache) -> tuple[str
 
 def render_sweep_png(
     lines: list[dict[str, Any]],
-    points: list[tuple[dict[str, Any], float]],
+    points: list[tuple[dict[str, Any], float, bool]],
     names: list[str],
     curve: str,
     metric: str,
     title: str,
 ) -> bytes:
     """Every trial's curve overlaid (pruned ones red and dashed, ending in x; the best green),
-    beside the objective against each searched parameter."""
+    beside the objective against each searched parameter (trials that did not finish: x, at
+    their last value)."""
     panels = 1 + len(names)
     cols = min(panels, 3)
     rows = math.ceil(panels / cols)
@@ -183,14 +188,14 @@ def render_sweep_png(
         for line in sorted(lines, key=lambda item: item["best"]):
             if not line["points"]:
                 continue
-            xs, ys = zip(*line["points"], strict=True)
+            epochs, ys = zip(*line["points"], strict=True)
             if line["pruned"]:
-                ax.plot(xs, ys, color=PRUNED_COLOR, ls="--", lw=1, alpha=0.7)
-                ax.plot(xs[-1:], ys[-1:], color=PRUNED_COLOR, marker="x", ms=6)
+                ax.plot(epochs, ys, color=PRUNED_COLOR, ls="--", lw=1, alpha=0.7)
+                ax.plot(epochs[-1:], ys[-1:], color=PRUNED_COLOR, marker="x", ms=6)
             elif line["best"]:
-                ax.plot(xs, ys, color=BEST_COLOR, lw=2.2)
+                ax.plot(epochs, ys, color=BEST_COLOR, lw=2.2)
             else:
-                ax.plot(xs, ys, color=TRAIN_COLOR, lw=1, alpha=0.6)
+                ax.plot(epochs, ys, color=TRAIN_COLOR, lw=1, alpha=0.6)
         handles = [
             Line2D([], [], color=TRAIN_COLOR, label="trial"),
             Line2D([], [], color=PRUNED_COLOR, ls="--", marker="x", label="pruned"),
@@ -202,28 +207,27 @@ def render_sweep_png(
             ax.set_xlabel(name)
             ax.set_ylabel(metric)
             ax.grid(True, alpha=0.3)
-            values = [(p[name], v) for p, v in points if name in p]
+            values = [(p[name], v, done) for p, v, done in points if name in p]
             numbers = [
                 float(x)
-                for x, _ in values
+                for x, _, _ in values
                 if isinstance(x, int | float) and not isinstance(x, bool)
             ]
             if len(numbers) == len(values):
-                ax.scatter(numbers, [v for _, v in values], s=18, color=VAL_COLOR)
+                xs: list[float] = numbers
                 if numbers and min(numbers) > 0 and max(numbers) / min(numbers) >= 100:
                     ax.set_xscale("log")
             else:
                 labels: list[str] = []
-                for x, _ in values:
+                for x, _, _ in values:
                     if _label(x) not in labels:
                         labels.append(_label(x))
-                ax.scatter(
-                    [labels.index(_label(x)) for x, _ in values],
-                    [v for _, v in values],
-                    s=18,
-                    color=VAL_COLOR,
-                )
+                xs = [float(labels.index(_label(x))) for x, _, _ in values]
                 ax.set_xticks(range(len(labels)), labels, fontsize="x-small", rotation=15)
+            for done, color, marker in ((True, VAL_COLOR, "o"), (False, PRUNED_COLOR, "x")):
+                chosen = [(x, v) for x, (_, v, d) in zip(xs, values, strict=True) if d == done]
+                if chosen:
+                    ax.scatter(*zip(*chosen, strict=True), s=18, color=color, marker=marker)
         for ax in axes[panels:]:
             ax.set_visible(False)
         buffer = io.BytesIO()
