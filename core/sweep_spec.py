@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from core.schema import Strict, Text
 from core.spec import JobSpec, SpecError, field_path, parse_spec, to_stored
@@ -92,13 +92,20 @@ class SweepRequest(Strict):
     objective: Objective = Objective()
     max_trials: int | None = Field(None, ge=1)
     max_parallel: int = Field(4, ge=1, le=MAX_PARALLEL)
-    pruner: Literal["median", "successive_halving"] | PrunerSpec | None = None
+    pruner: PrunerSpec | None = Field(
+        None,
+        description='A name ("median", "successive_halving"), or {"type": NAME, ...its '
+        "settings}; null: no pruning",
+    )
     seed: int = Field(0, ge=0, le=2**32 - 1)
+
+    @field_validator("pruner", mode="before")
+    @classmethod
+    def _pruner_by_name(cls, value: Any) -> Any:
+        return {"type": value} if isinstance(value, str) else value
 
     @property
     def pruner_spec(self) -> PrunerSpec | None:
-        if isinstance(self.pruner, str):
-            return PrunerSpec(type=self.pruner)
         return self.pruner
 
 

@@ -127,6 +127,7 @@ def problem(sweep: dict[str, Any]) -> SweepError:
         ({"objective": {"metric": "val_f1"}}, "objective.metric", "Input should be"),
         ({"strategy": "bayes"}, "strategy", "Input should be"),
         ({"max_parallel": 0}, "max_parallel", "greater than"),
+        ({"pruner": "hyperband"}, "pruner.type", "successive_halving"),
         ({"pruner": "median", "objective": {"metric": "test_loss"}}, "pruner", "epochs"),
     ],
 )
