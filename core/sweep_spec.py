@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from core.schema import Strict, Text
 from core.spec import JobSpec, SpecError, field_path, parse_spec, to_stored
@@ -31,7 +31,7 @@ DEFAULT_RANDOM_TRIALS = 20
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 FINAL_METRICS = ("test_loss", "test_accuracy")
 Strategy = Literal["grid", "random", "tpe"]
-PRUNERS = ("median", "successive_halving")
+PRUNERS = ("median", "successive_halving", "hyperband")
 
 _TOKEN = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
 
@@ -75,13 +75,15 @@ class Objective(Strict):
 
 
 class PrunerSpec(Strict):
-    type: Literal["median", "successive_halving"]
+    type: Literal["median", "successive_halving", "hyperband"]
     # median: trials before any is pruned, epochs before a trial may be pruned.
     n_startup_trials: int = Field(5, ge=0, le=MAX_TRIALS)
     n_warmup_steps: int = Field(0, ge=0, le=10_000)
-    # successive_halving: the first rung's epoch and the fraction kept at each (1/factor).
+    # successive_halving and hyperband: the first rung's epoch and the fraction kept at each
+    # (1/factor); hyperband: the most epochs a trial runs (null: the trial's own epochs).
     min_resource: int = Field(1, ge=1, le=10_000)
     reduction_factor: int = Field(3, ge=2, le=100)
+    max_resource: int | None = Field(None, ge=1, le=10_000)
 
 
 class SweepRequest(Strict):
@@ -92,13 +94,20 @@ class SweepRequest(Strict):
     objective: Objective = Objective()
     max_trials: int | None = Field(None, ge=1)
     max_parallel: int = Field(4, ge=1, le=MAX_PARALLEL)
-    pruner: Literal["median", "successive_halving"] | PrunerSpec | None = None
+    pruner: PrunerSpec | None = Field(
+        None,
+        description='A name ("median", "successive_halving", "hyperband"), or {"type": NAME, '
+        "...its settings}; null: no pruning",
+    )
     seed: int = Field(0, ge=0, le=2**32 - 1)
+
+    @field_validator("pruner", mode="before")
+    @classmethod
+    def _pruner_by_name(cls, value: Any) -> Any:
+        return {"type": value} if isinstance(value, str) else value
 
     @property
     def pruner_spec(self) -> PrunerSpec | None:
-        if isinstance(self.pruner, str):
-            return PrunerSpec(type=self.pruner)
         return self.pruner
 
 

@@ -72,7 +72,9 @@ class JobError(Out):
         None, exclude_if=absent, description="pruned: the epoch after which it was stopped"
     )
     rule: str | None = Field(
-        None, exclude_if=absent, description="pruned: the pruner's rule (median, ...)"
+        None,
+        exclude_if=absent,
+        description="pruned: the pruner: median, successive_halving or hyperband",
     )
 
 

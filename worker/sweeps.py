@@ -23,6 +23,7 @@ import math
 import statistics
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import optuna
@@ -322,10 +323,16 @@ class Pruned(Exception):
         return {"pruned": {"epoch": self.epoch, "rule": self.rule, "value": self.value}}
 
 
-def make_pruner(spec: PrunerSpec) -> optuna.pruners.BasePruner:
+def make_pruner(spec: PrunerSpec, epochs: int) -> optuna.pruners.BasePruner:
     if spec.type == "median":
         return optuna.pruners.MedianPruner(
             n_startup_trials=spec.n_startup_trials, n_warmup_steps=spec.n_warmup_steps
+        )
+    if spec.type == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=spec.min_resource,
+            max_resource=spec.max_resource or epochs,
+            reduction_factor=spec.reduction_factor,
         )
     return optuna.pruners.SuccessiveHalvingPruner(
         min_resource=spec.min_resource, reduction_factor=spec.reduction_factor
@@ -349,8 +356,12 @@ class TrialPruner:
         direction: str,
         spec: PrunerSpec,
         refresh_seconds: float = 1.0,
+        *,
+        number: int = 0,
+        epochs: int = 1,
     ) -> None:
         self.db, self.job_id, self.sweep_id = db, job_id, sweep_id
+        self.number, self.epochs = number, epochs
         self.metric, self.direction, self.spec = metric, direction, spec
         self.refresh_seconds = refresh_seconds
         self.reported: dict[int, float] = {}
@@ -369,12 +380,21 @@ class TrialPruner:
             return None
         objective = request["objective"]
         spec = PrunerSpec.model_validate(request["pruner"])
-        return cls(db, job.id, job.sweep_id, objective["metric"], objective["direction"], spec)
+        return cls(
+            db,
+            job.id,
+            job.sweep_id,
+            objective["metric"],
+            objective["direction"],
+            spec,
+            number=job.trial or 0,
+            epochs=job.progress_epochs,
+        )
 
     def __call__(self, epoch: int, value: float | None) -> None:
         """Raise Pruned if the pruner stops the trial after this epoch."""
-        if value is None or not math.isfinite(value):
-            return
+        if value is None or not math.isfinite(value) or epoch >= self.epochs:
+            return  # after the last epoch stopping saves nothing: the trial completes
         self.reported[epoch] = value
         if self._live is None or time.monotonic() - self._built >= self.refresh_seconds:
             self._rebuild()
@@ -388,70 +408,87 @@ class TrialPruner:
     def _rebuild(self) -> None:
         with self.db.session() as session:
             rows = session.execute(
-                select(Job.id, Job.status, Job.error_code, Job.metrics).where(
+                select(Job.id, Job.trial, Job.status, Job.error_code, Job.metrics).where(
                     Job.sweep_id == self.sweep_id, Job.id != self.job_id
                 )
             ).all()
-            states = {
-                r.id: (r.status, r.error_code, (r.metrics or {}).get(self.metric)) for r in rows
-            }
             column = getattr(JobMetric, self.metric)
-            curves: dict[str, dict[int, float]] = {job_id: {} for job_id in states}
-            if states:
+            curves: dict[str, dict[int, float]] = {row.id: {} for row in rows}
+            if rows:
                 for job_id, epoch, value in session.execute(
                     select(JobMetric.job_id, JobMetric.epoch, column).where(
-                        JobMetric.job_id.in_(list(states))
+                        JobMetric.job_id.in_(list(curves))
                     )
                 ):
                     if value is not None and math.isfinite(value):
                         curves[job_id][int(epoch)] = float(value)
-        study = optuna.create_study(
-            direction=self.direction,  # type: ignore[arg-type]
-            pruner=make_pruner(self.spec),
-        )
-        trials = []
+        # Trial numbers as ours (Hyperband puts a trial in a bracket by its number and the
+        # study's name): the others in number order, a failed placeholder for any gap.
+        found: dict[int, tuple[TrialState, float | None, dict[int, float]]] = {}
         self._others = {}
-        for job_id, (status, code, final) in states.items():
-            curve = curves[job_id]
-            if not curve:
+        for row in rows:
+            curve = curves[row.id]
+            final = (row.metrics or {}).get(self.metric)
+            if not curve or row.trial is None:
                 continue
-            attrs = self._rungs(curve)
-            if status == "succeeded":
+            if row.status == "succeeded":
                 value = final if isinstance(final, int | float) else curve[max(curve)]
-                trials.append(
-                    create_trial(
-                        state=TrialState.COMPLETE,
-                        value=value,
-                        intermediate_values=curve,
-                        system_attrs=attrs,
-                    )
-                )
+                found[row.trial] = (TrialState.COMPLETE, float(value), curve)
                 for epoch, v in curve.items():
                     self._others.setdefault(epoch, []).append(v)
-            elif code == "pruned" or status in ACTIVE:
-                state = TrialState.PRUNED if code == "pruned" else TrialState.RUNNING
-                trials.append(
-                    create_trial(state=state, intermediate_values=curve, system_attrs=attrs)
-                )
-        study.add_trials(trials)
+            elif row.error_code == "pruned" or row.status in ACTIVE:
+                state = TrialState.PRUNED if row.error_code == "pruned" else TrialState.RUNNING
+                found[row.trial] = (state, None, curve)
+        pruner = make_pruner(self.spec, self.epochs)
+        study = optuna.create_study(
+            study_name=f"sweep-{self.sweep_id}",
+            direction=self.direction,  # type: ignore[arg-type]
+            pruner=pruner,
+        )
+        if isinstance(pruner, optuna.pruners.HyperbandPruner):
+            pruner._try_initialization(study)  # its brackets, so each trial's is known
+
+        def trial(number: int) -> Any:
+            if number not in found:
+                return create_trial(state=TrialState.FAIL)
+            state, value, curve = found[number]
+            attrs = self._rungs(curve, self._bracket(study, number))
+            return create_trial(
+                state=state, value=value, intermediate_values=curve, system_attrs=attrs
+            )
+
+        study.add_trials([trial(n) for n in range(self.number)])
         live = study.ask()
-        last = max(self.reported)
-        for key, value in self._rungs(self.reported, before=last).items():
-            study._storage.set_trial_system_attr(live._trial_id, key, value)
+        last = max(found, default=-1)
+        study.add_trials([trial(n) for n in range(self.number + 1, last + 1)])
         for epoch, value in sorted(self.reported.items()):
             live.report(value, epoch)
+        bracket = self._bracket(study, self.number)
+        for key, value in self._rungs(self.reported, bracket, max(self.reported)).items():
+            study._storage.set_trial_system_attr(live._trial_id, key, value)
         self._study, self._live = study, live
         self._built = time.monotonic()
 
-    def _rungs(self, curve: dict[int, float], before: int | None = None) -> dict[str, float]:
-        """Successive halving's record of the rungs a trial has passed (the value at each
-        rung's epoch), as its pruner would have written it had it seen the trial."""
-        if self.spec.type != "successive_halving":
+    @staticmethod
+    def _bracket(study: optuna.Study, number: int) -> int:
+        """Hyperband's bracket for trial `number` (from the study's name and the number)."""
+        pruner = study.pruner
+        if not isinstance(pruner, optuna.pruners.HyperbandPruner):
+            return 0
+        return pruner._get_bracket_id(study, SimpleNamespace(number=number))  # type: ignore[arg-type]
+
+    def _rungs(
+        self, curve: dict[int, float], bracket: int = 0, before: int | None = None
+    ) -> dict[str, float]:
+        """Successive halving's record of the rungs a trial has passed (its value at each
+        rung's epoch, before epoch `before`), as the pruner would have written it had it seen
+        the trial run: it keeps that record on the trials, and our study is rebuilt."""
+        if self.spec.type == "median":
             return {}
         attrs: dict[str, float] = {}
         rung = 0
         while True:
-            step = self.spec.min_resource * self.spec.reduction_factor**rung
+            step = self.spec.min_resource * self.spec.reduction_factor ** (bracket + rung)
             if step not in curve or (before is not None and step >= before):
                 return attrs
             attrs[f"completed_rung_{rung}"] = curve[step]
@@ -466,8 +503,9 @@ class TrialPruner:
                 f"worse than the median {median:.4g} of {len(others)} finished trials at that "
                 "epoch"
             )
+        name = "hyperband" if self.spec.type == "hyperband" else "successive halving"
         return (
-            f"pruned after epoch {epoch} by successive halving (reduction factor "
+            f"pruned after epoch {epoch} by {name} (reduction factor "
             f"{self.spec.reduction_factor}): {self.metric} {value:.4g} is not among the best "
             "trials at that rung"
         )

@@ -324,3 +324,43 @@ def test_the_event_stream_follows_trials_live(stack: Stack) -> None:
             i for i, e in enumerate(got) if e.event == "epoch" and e.data["job_id"] == job_id
         )
         assert last_epoch < ended  # a trial's end comes after its epochs
+
+
+def test_controllers_racing_each_other_and_the_workers_create_each_trial_once(
+    stack: Stack,
+) -> None:
+    """Four controllers in this process at once, beside the worker's own (its timer and its
+    pool process after each trial): every trial number is taken once, on both databases."""
+    import threading
+
+    from worker.sweeps import advance
+
+    body = {
+        "spec": SPEC,
+        "space": {"seed": {"choices": list(range(12))}},
+        "strategy": "grid",
+        "max_parallel": 3,
+    }
+    sweep = post_sweep(stack.client, body)
+    stop = threading.Event()
+
+    def control() -> None:
+        while not stop.is_set():
+            advance(stack.database, sweep["id"])
+
+    threads = [threading.Thread(target=control) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        done = wait_for_sweep(stack.client, sweep["id"])
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert done["status"] == "succeeded"
+    assert sorted(t["trial"] for t in done["leaderboard"]) == list(range(12))
+    with stack.database.session() as session:
+        count = session.scalar(
+            select(func.count()).select_from(Job).where(Job.sweep_id == sweep["id"])
+        )
+    assert count == 12

@@ -127,6 +127,7 @@ def problem(sweep: dict[str, Any]) -> SweepError:
         ({"objective": {"metric": "val_f1"}}, "objective.metric", "Input should be"),
         ({"strategy": "bayes"}, "strategy", "Input should be"),
         ({"max_parallel": 0}, "max_parallel", "greater than"),
+        ({"pruner": "asha"}, "pruner.type", "hyperband"),
         ({"pruner": "median", "objective": {"metric": "test_loss"}}, "pruner", "epochs"),
     ],
 )
@@ -290,6 +291,7 @@ def test_cancel_ends_queued_trials_and_refuses_a_finished_sweep(
             {"type": "successive_halving", "min_resource": 1, "reduction_factor": 3},
             "successive_halving",
         ),
+        ({"type": "hyperband", "min_resource": 1, "reduction_factor": 3}, "hyperband"),
     ],
 )
 def test_the_pruner_stops_hopeless_trials_after_an_epoch(
