@@ -1,7 +1,7 @@
 """Sweeps: a search over job specs, whose trials are jobs tagged with the sweep and their values.
 
 Revision ID: 0006
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-01
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0008"  # relinked after main's 0008 (evaluation) at the merge of main
+down_revision = "0009"  # relinked after main's 0009 (checkpoints) at the merge of main
 branch_labels = None
 depends_on = None
 
