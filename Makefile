@@ -48,8 +48,11 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.seed_job
 	$(PY) -m benchmarks.large_job
 	$(PY) -m benchmarks.predict_http
+	$(PY) -m benchmarks.onnx_runtime
 	$(PY) -m benchmarks.job_overhead
 	$(PY) -m benchmarks.memory
+	$(PY) -m benchmarks.checkpoints
+	$(PY) -m benchmarks.takeover
 	$(PY) -m benchmarks.sweep
 
 # Heavier failure scenarios against real processes: one line of figures per scenario.

@@ -27,10 +27,11 @@ from core.queries import NotFound
 from core.settings import Settings
 from core.spec import SpecError, parse_spec
 from core.uploads import info_lookup
+from core.warmstart import model_lookup
 from service import jobs, jsonutil, ui_auth
 from service.api.common import db, session
 from service.api.jobs import events_response, plot_response
-from service.api.models import predict_offloaded
+from service.api.models import evaluation_plot_response, predict_offloaded
 from service.errors import ApiError, error_response, not_found
 from service.params import Cursor, SignIn, query
 from service.predictions import load_predictor, model_info
@@ -41,7 +42,7 @@ bp = Blueprint("ui", __name__)
 # The reference job, shipped inside the package (examples/seed_job.json links to it).
 SEED_SPEC = Path(__file__).resolve().parent / "static" / "seed_job.json"
 # Routes the page's scripts call: they answer errors as JSON, never with a redirect or a page.
-DATA_ROUTES = frozenset({"ui.rows", "ui.events", "ui.plot", "ui.predict"})
+DATA_ROUTES = frozenset({"ui.rows", "ui.events", "ui.plot", "ui.predict", "ui.evaluation_plot"})
 OPEN_ROUTES = frozenset({"ui.login"})
 CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -157,7 +158,8 @@ def new_job() -> ResponseReturnValue:
         return _spec_form(SEED_SPEC.read_text() if SEED_SPEC.exists() else "{}")
     text = request.form.get("spec", "")
     try:
-        spec = parse_spec(jsonutil.loads(text), info_lookup(session(), g.tenant_id))
+        lookups = info_lookup(session(), g.tenant_id), model_lookup(session(), g.tenant_id)
+        spec = parse_spec(jsonutil.loads(text), *lookups)
     except jsonutil.BadJSON as exc:
         return _spec_form(text, 400, problems=[{"field": "$", "message": str(exc)}])
     except SpecError as exc:
@@ -231,3 +233,12 @@ def events(job_id: str) -> ResponseReturnValue:
 @bp.get("/ui/jobs/<job_id>/plot.png")
 def plot(job_id: str) -> ResponseReturnValue:
     return plot_response(jobs.get_job(job_id, session=session(), tenant_id=g.tenant_id))
+
+
+@bp.get("/ui/jobs/<job_id>/evaluation.png")
+def evaluation_plot(job_id: str) -> ResponseReturnValue:
+    """The job's model's evaluation figure (confusion matrix or residuals)."""
+    found = jobs.get_job(job_id, session=session(), tenant_id=g.tenant_id)
+    if found.model_id is None:
+        raise ApiError(409, f"the job is {found.status}; only a succeeded job has a model")
+    return evaluation_plot_response(found.model_id, g.tenant_id)

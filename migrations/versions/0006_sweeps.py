@@ -1,7 +1,7 @@
 """Sweeps: a search over job specs, whose trials are jobs tagged with the sweep and their values.
 
 Revision ID: 0006
-Revises: 0005
+Revises: 0009
 Create Date: 2026-12-01
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0005"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

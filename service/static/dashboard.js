@@ -129,6 +129,8 @@ function watchJob(root) {
     badge.className = "badge status-" + job.status;
     root.dataset.status = job.status;
     document.getElementById("attempts").textContent = String(job.attempts);
+    document.getElementById("resumed").hidden = !job.resumed_from_epoch;
+    document.getElementById("resumed-epoch").textContent = String(job.resumed_from_epoch || "");
     epochs = job.progress.epochs || 1;
     const bar = document.querySelector("#progress progress");
     bar.max = job.progress.epochs || 1;
@@ -146,9 +148,25 @@ function watchJob(root) {
       const cancel = document.getElementById("cancel-form");
       if (cancel) cancel.remove();
       document.getElementById("predict").hidden = job.status !== "succeeded";
+      if (job.status === "succeeded") showEvaluation();
     }
     document.getElementById("plot").src = root.dataset.plotUrl + "?s=" + job.status;
     schedule();
+  }
+
+  // A job that finished while the page was open: its model's evaluation (rendered by the server
+  // with the page) is taken from a fresh copy of this page and put before the predict box.
+  function showEvaluation() {
+    if (document.getElementById("evaluation")) return;
+    fetch(window.location.href, { headers: { Accept: "text/html" } })
+      .then((response) => (response.ok ? response.text() : ""))
+      .then((html) => {
+        const fresh = new DOMParser().parseFromString(html, "text/html").getElementById("evaluation");
+        if (fresh && !document.getElementById("evaluation")) {
+          document.getElementById("predict").before(document.adoptNode(fresh));
+        }
+      })
+      .catch(() => {}); // a reload shows it too
   }
 
   function connect() {

@@ -179,6 +179,27 @@ def models(api: Api, app: Flask, client: FlaskClient, database: Database) -> Non
     api.call("post", predict, 500, model_id=model_id, json={"instances": [[0.5] * 5]})
 
 
+def evaluation_and_export(api: Api, client: FlaskClient, database: Database) -> None:
+    """A model's evaluation plot and its export (ONNX, npz), and every documented refusal."""
+    for spec in (small_spec(), small_spec(**REGRESSION)):
+        job = client.post("/v1/jobs", json=spec, headers=ALICE).get_json()["id"]
+        assert run_job(database, job) == "succeeded"
+        model_id = client.get(f"/v1/jobs/{job}", headers=ALICE).get_json()["model_id"]
+        plot = "/v1/models/{model_id}/evaluation.png"
+        etag = api.call("get", plot, 200, model_id=model_id).headers["ETag"]
+        api.call("get", plot, 304, model_id=model_id, headers={**ALICE, "If-None-Match": etag})
+        export = "/v1/models/{model_id}/export"
+        for fmt in ("onnx", "npz"):
+            api.call("get", export, 200, model_id=model_id, query=f"?format={fmt}")
+    api.call("get", plot, 404, model_id="nope")
+    api.call("get", plot, 422, model_id="no%00pe")
+    api.call("get", export, 404, model_id="nope")
+    api.call("get", export, 422, model_id=model_id, query="?format=pickle")
+    with database.begin() as session:
+        session.execute(update(Model).where(Model.id == model_id).values(weights=b"garbage"))
+    api.call("get", export, 500, model_id=model_id, query="?format=onnx")
+
+
 def datasets(api: Api) -> None:
     """Upload, list and read a CSV dataset, and every documented refusal."""
     upload: dict[str, Any] = {"content_type": "text/csv", "data": CSV}
@@ -275,6 +296,7 @@ def test_every_documented_answer_is_given_and_matches_the_document(
     done = client.get("/v1/jobs?status=succeeded", headers=ALICE).get_json()["items"][0]["id"]
     events_unavailable(api, app, done)
     models(api, app, client, database)
+    evaluation_and_export(api, client, database)
     datasets(api)
     sweeps(api, database)
     keys_and_limits(api, app)
