@@ -51,9 +51,9 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.onnx_runtime
 	$(PY) -m benchmarks.job_overhead
 	$(PY) -m benchmarks.memory
-	$(PY) -m benchmarks.sweep
 	$(PY) -m benchmarks.checkpoints
 	$(PY) -m benchmarks.takeover
+	$(PY) -m benchmarks.sweep
 
 # Heavier failure scenarios against real processes: one line of figures per scenario.
 reliability: $(STAMP)

@@ -500,7 +500,7 @@ def run_job(
                 spec = parse_spec(job.spec, *lookups)
                 uploaded = uploaded_arrays(session, job.tenant_id, spec)
                 init = initial_arrays(session, job.tenant_id, spec)
-            pruner = TrialPruner.for_job(db, job)
+            pruner = TrialPruner.for_job(db, job)  # a sweep's trial with a pruner
             recorder = EpochRecorder(db, job_id, attempt, spec.epochs, flush_seconds, pruner)
             start = Start(
                 resume=snapshot,

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0009"  # relinked after main's 0009 (checkpoints) at the merge of main
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
