@@ -156,4 +156,5 @@ def authenticate(session: Callable[[], Session]) -> str:
             headers={"Retry-After": str(int(wait))},
         )
     g.tenant_id = tenant
+    g.key_digest = digest  # who made a change, for the registry's history
     return tenant
