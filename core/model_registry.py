@@ -78,7 +78,7 @@ def _record(
     )
 
 
-def _named(tenant_id: str, name: str) -> Select[tuple[RegisteredModel]]:
+def _named(tenant_id: str, name: str) -> Select[RegisteredModel]:
     return scoped(RegisteredModel, tenant_id, RegisteredModel.name == name)
 
 

@@ -151,7 +151,7 @@ def versions_out(session: Session, row: RegisteredModel) -> list[ModelVersionOut
 def event_out(event: RegistryEvent) -> RegistryEventOut:
     return RegistryEventOut(
         id=event.id,
-        action=event.action,  # type: ignore[arg-type]
+        action=event.action,
         details=event.details,
         tenant=event.tenant_id,
         key_prefix=event.key_prefix,

@@ -73,9 +73,7 @@ def upgrade() -> None:
         sa.Column("key_prefix", sa.String(8), nullable=True),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
     )
-    op.create_index(
-        "ix_registry_events_model", "registry_events", ["registered_model_id", "id"]
-    )
+    op.create_index("ix_registry_events_model", "registry_events", ["registered_model_id", "id"])
 
 
 def downgrade() -> None:
