@@ -5,6 +5,7 @@ history entry are written together or not at all.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,10 @@ from core.queries import NotFound, owned, page, scoped
 # (no '/', which would split the path, and no '@', which separates an alias in predict routes).
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 NAME_LENGTH = 128
+# A model id's shape (a UUID): no name may have it, so /v2/models/{name} can tell the two apart.
+ID_SHAPE = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
 # An alias: a letter, then letters, digits, '_' and '-' (`production`, `staging`, `champion`).
 ALIAS_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
 ALIAS_LENGTH = 64
@@ -51,6 +56,11 @@ class Resolved:
     name: str
     version: int
     model_id: str
+
+
+def shaped_like_id(name: str) -> bool:
+    """Whether `name` has a model id's shape (such names are refused, and read as model ids)."""
+    return ID_SHAPE.fullmatch(name) is not None
 
 
 def missing(name: str, what: str = "") -> NotFound:

@@ -20,6 +20,7 @@ from service.plots import PlotCache
 from service.predictions import ModelCache
 from service.queue import CeleryQueue, JobQueue
 from service.ratelimit import make_rate_limiter
+from service.registry import ResolveCache
 from service.streamcap import make_stream_cap
 
 
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None) 
     app.extensions["trainsvc.queue"] = queue or CeleryQueue(settings)
     app.extensions["trainsvc.models"] = ModelCache(settings.model_cache_size)
     app.extensions["trainsvc.keys"] = KeyCache()
+    app.extensions["trainsvc.registry"] = ResolveCache(settings.registry_cache_seconds)
     app.extensions["trainsvc.plots"] = PlotCache()
     app.extensions["trainsvc.events"] = Hub(
         app.extensions["trainsvc.db"],

@@ -3,12 +3,15 @@ errors, and each registered model as clients see it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
 
-from flask import g
-from pydantic import Field
+from flask import current_app, g
+from pydantic import AfterValidator, Field
+from pydantic_core import PydanticCustomError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -20,12 +23,19 @@ from service.errors import ApiError
 from service.params import validated
 from service.schemas import AliasOut, ModelVersionOut, RegisteredModelOut, RegistryEventOut, iso
 
-T = TypeVar("T")
 S = TypeVar("S", bound=Strict)
+
+
+def _not_an_id(name: str) -> str:
+    if registry.shaped_like_id(name):
+        raise PydanticCustomError("name_like_id", "must not have a model id's shape (a UUID)")
+    return name
+
 
 Name = Annotated[
     str,
     Field(min_length=1, max_length=registry.NAME_LENGTH, pattern=registry.NAME_PATTERN),
+    AfterValidator(_not_an_id),
 ]
 Alias = Annotated[
     str,
@@ -98,6 +108,7 @@ def change(session: Session) -> Iterator[Session]:
     try:
         yield session
         session.commit()
+        current_app.extensions["trainsvc.registry"].clear()  # this process sees it at once
     except registry.Conflict as exc:
         session.rollback()
         raise ApiError(409, str(exc)) from None
@@ -114,9 +125,50 @@ def change(session: Session) -> Iterator[Session]:
         raise
 
 
-def run(session: Session, work: Callable[[], T]) -> T:
-    with change(session):
-        return work()
+class ResolveCache:
+    """What names resolved to in this process, each kept `ttl` seconds (0: nothing kept)."""
+
+    def __init__(self, ttl: float, size: int = 10_000) -> None:
+        self.ttl, self.size = ttl, size
+        self._items: dict[Hashable, tuple[float, registry.Resolved]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> registry.Resolved | None:
+        item = self._items.get(key)
+        if item is None or item[0] < time.monotonic():
+            return None
+        return item[1]
+
+    def put(self, key: Hashable, value: registry.Resolved) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            if len(self._items) >= self.size:
+                self._items.clear()
+            self._items[key] = (time.monotonic() + self.ttl, value)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+def resolve(
+    session: Callable[[], Session],
+    tenant_id: str,
+    name: str,
+    *,
+    alias: str | None = None,
+    version: int | None = None,
+) -> registry.Resolved:
+    """What the tenant's `name@alias` (or version) serves: from this process's cache (kept
+    REGISTRY_CACHE_SECONDS) or one query. `session` is called only on a miss."""
+    cache: ResolveCache = current_app.extensions["trainsvc.registry"]
+    key = (tenant_id, name, alias, version)
+    found = cache.get(key)
+    if found is None:
+        found = registry.resolve(session(), tenant_id, name, alias=alias, version=version)
+        cache.put(key, found)
+    return found
 
 
 def model_out(session: Session, row: RegisteredModel) -> RegisteredModelOut:

@@ -14,7 +14,8 @@ import hmac
 import secrets
 from datetime import timedelta
 
-from flask import Flask, request, session
+from flask import Flask, Request, request, session
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from sqlalchemy import delete, select
 
 from core.models import UiSession, utcnow
@@ -36,6 +37,17 @@ def configure(app: Flask, secret_key: str, *, secure: bool = False) -> None:
         SESSION_COOKIE_SAMESITE="Strict",
         PERMANENT_SESSION_LIFETIME=LIFETIME,
     )
+    app.session_interface = CookieSessions()
+
+
+class CookieSessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, with the signer built only when a cookie came: an API
+    request (a bearer key, no cookie) starts an empty session for nothing."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if request.cookies.get(self.get_cookie_name(app)):
+            return super().open_session(app, request)
+        return self.session_class()
 
 
 def sign_in(api_key: str) -> str | None:

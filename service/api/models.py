@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from service import offload, predictions
@@ -35,7 +35,7 @@ def predict(model_id: str) -> ResponseReturnValue:
         body = json_body()
         predictor = load_predictor(
             model_id,
-            session=session(),
+            session=session,
             tenant_id=tenant(),
             cache=current_app.extensions["trainsvc.models"],
         )
@@ -45,7 +45,8 @@ def predict(model_id: str) -> ResponseReturnValue:
 
 def predict_offloaded(predictor: Predictor, body: Any) -> dict[str, Any]:
     """The body's rows checked and predicted, off the event loop (CPU work; service.offload)."""
-    return offload.run(_predict, predictor, body, current_app.config["MAX_PREDICT_ROWS"])
+    max_rows = current_app.config["MAX_PREDICT_ROWS"]
+    return offload.run_sized(request.content_length, _predict, predictor, body, max_rows)
 
 
 def _predict(predictor: Predictor, body: Any, max_rows: int) -> dict[str, Any]:

@@ -149,13 +149,13 @@ def history(name: str) -> ResponseReturnValue:
 @bp.post("/<name>@<alias>/predict")
 def predict_alias(name: str, alias: str) -> ResponseReturnValue:
     name, alias = http.path_name(name), http.path_alias(alias)
-    return _predict(registry.resolve(session(), tenant(), name, alias=alias))
+    return _predict(http.resolve(session, tenant(), name, alias=alias))
 
 
 @bp.post("/<name>/versions/<int:number>/predict")
 def predict_version(name: str, number: int) -> ResponseReturnValue:
     name = http.path_name(name)
-    return _predict(registry.resolve(session(), tenant(), name, version=number))
+    return _predict(http.resolve(session, tenant(), name, version=number))
 
 
 def _predict(target: registry.Resolved) -> ResponseReturnValue:
@@ -164,7 +164,7 @@ def _predict(target: registry.Resolved) -> ResponseReturnValue:
         body = json_body()
         predictor = load_predictor(
             target.model_id,
-            session=session(),
+            session=session,
             tenant_id=tenant(),
             cache=current_app.extensions["trainsvc.models"],
         )

@@ -14,8 +14,8 @@ from werkzeug.exceptions import HTTPException
 from core import model_registry as registry
 from core.models import Model
 from core.queries import NotFound, owned
-from core.schema import ID_LENGTH
 from service import inference, offload, predictions
+from service import registry as http
 from service.api.common import session, tenant
 from service.errors import ApiError, not_found
 from service.jsonutil import BadJSON, loads
@@ -76,23 +76,30 @@ def ready() -> ResponseReturnValue:
 
 
 def _served(name: str, version: str | None, *, describe: bool = False) -> inference.Served:
-    """What `name` (and `version`) serves for this tenant; 404 saying what is missing."""
+    """What `name` (and `version`) serves for this tenant; 404 saying what is missing.
+
+    A name with a model id's shape is a model id (no registered name may have that shape).
+    """
     tenant_id = tenant()
+    if registry.shaped_like_id(name):
+        if version is not None:
+            raise ApiError(404, f"model {name!r} is a model id, which has no versions")
+        return _by_id(name, describe)
     if version is not None:
         if not version.isdigit() or len(version) > 9:
-            raise ApiError(404, f"model {name!r} has no version {version!r}")
-        target = registry.resolve(session(), tenant_id, name, version=int(version))
+            raise ApiError(404, f"registered model {name!r} has no version {version!r}")
+        target = http.resolve(session, tenant_id, name, version=int(version))
     else:
         try:
-            target = registry.resolve(session(), tenant_id, name, alias=registry.DEFAULT_ALIAS)
+            target = http.resolve(session, tenant_id, name, alias=registry.DEFAULT_ALIAS)
         except NotFound as exc:
-            if exc.kind != "registered model":  # the name is registered; the alias is missing
-                raise ApiError(
-                    404,
-                    f"registered model {name!r} has no '{registry.DEFAULT_ALIAS}' alias; "
-                    f"ask for a version: /v2/models/{name}/versions/N",
-                ) from None
-            return _by_id(name, describe)
+            if exc.kind == "registered model":
+                raise ApiError(404, f"no registered model or model id {name!r}") from None
+            raise ApiError(
+                404,
+                f"registered model {name!r} has no '{registry.DEFAULT_ALIAS}' alias; "
+                f"ask for a version: /v2/models/{name}/versions/N",
+            ) from None
     versions = None
     engine = ""
     if describe:
@@ -103,8 +110,6 @@ def _served(name: str, version: str | None, *, describe: bool = False) -> infere
 
 
 def _by_id(name: str, describe: bool) -> inference.Served:
-    if len(name) > ID_LENGTH or "\x00" in name:
-        raise ApiError(404, f"no registered model or model id {name!r}")
     engine = ""
     if describe:
         try:
@@ -118,7 +123,7 @@ def _predictor(served: inference.Served) -> Any:
     try:
         return load_predictor(
             served.model_id,
-            session=session(),
+            session=session,
             tenant_id=tenant(),
             cache=current_app.extensions["trainsvc.models"],
         )
@@ -156,7 +161,7 @@ def infer(model_name: str, version: str | None = None) -> ResponseReturnValue:
         served = _served(model_name, version)
         predictor = _predictor(served)
         max_rows = current_app.config["MAX_PREDICT_ROWS"]
-        answer = offload.run(_infer, predictor, payload, max_rows)
+        answer = offload.run_sized(request.content_length, _infer, predictor, payload, max_rows)
         outputs, request_id = answer
         body: dict[str, Any] = {"model_name": model_name}
         if served.version is not None:
