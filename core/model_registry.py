@@ -113,6 +113,22 @@ def create(session: Session, actor: Actor, name: str, description: str | None) -
     return row
 
 
+def find(session: Session, tenant_id: str, name: str) -> RegisteredModel | None:
+    """The tenant's registered model called `name`, or None."""
+    return session.scalar(_named(tenant_id, name))
+
+
+def versions_of_model(session: Session, tenant_id: str, model_id: str) -> list[tuple[str, int]]:
+    """The (name, version) pairs under which the tenant registered this trained model."""
+    query = (
+        select(RegisteredModel.name, ModelVersion.version)
+        .join(ModelVersion, ModelVersion.registered_model_id == RegisteredModel.id)
+        .where(RegisteredModel.tenant_id == tenant_id, ModelVersion.model_id == model_id)
+        .order_by(RegisteredModel.name, ModelVersion.version)
+    )
+    return [(name, version) for name, version in session.execute(query)]
+
+
 def listing(
     session: Session, tenant_id: str, *, limit: int, cursor: str | None
 ) -> tuple[list[RegisteredModel], str | None]:

@@ -14,7 +14,7 @@ import hmac
 import secrets
 from datetime import timedelta
 
-from flask import Flask, Request, request, session
+from flask import Flask, Request, g, request, session
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from sqlalchemy import delete, select
 
@@ -101,6 +101,7 @@ def signed_in_tenant() -> str | None:
     )
     if row is None:
         return None
+    g.key_digest = row.key_hash  # the key signed in with: who made a change (registry history)
     return row.tenant_id if tenant_for_digest(row.key_hash, db_session) == row.tenant_id else None
 
 
