@@ -162,10 +162,10 @@ def side_by_side(url: str, tmp: Path, model_id: str, rounds: int, per_round: int
     limits = {"RATE_LIMIT_PER_MINUTE": "100000000"}
     memory = {**limits, "BROKER_URL": f"filesystem://{tmp / 'broker'}"}
     servers = [start_gunicorn(url, tmp, app="benchmarks.bare_app:create_app()")]
-    servers.append(start_gunicorn(url, tmp, **memory))
+    servers.append(start_gunicorn(url, tmp, 2, None, **memory))
     redis = redis_url()
     if redis is not None:
-        servers.append(start_gunicorn(url, tmp, **limits, BROKER_URL=redis))
+        servers.append(start_gunicorn(url, tmp, 2, None, **limits, BROKER_URL=redis))
     (_, bare_port), (_, port) = servers[0], servers[1]
     batch = (np.random.default_rng(0).standard_normal((1000, len(ROW)))).round(6).tolist()
     one_row = {"instances": [ROW]}
