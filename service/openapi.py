@@ -382,6 +382,7 @@ def registry_paths(
         },
     }
     gone = {"204": {"description": "Deleted"}}
+    body_errors = (400, 413, 415, 422)  # malformed JSON, too large, not JSON, not valid
     return {
         "/v1/registered-models": {
             "post": {
@@ -392,7 +393,7 @@ def registry_paths(
                 "requestBody": _body(c.ref(CreateRegisteredModel, "validation")),
                 "responses": {
                     "201": {**_json(registered, "Registered"), **created},
-                    **errors(400, 409, 415, 422, *common),
+                    **errors(400, 409, 413, 415, 422, *common),
                 },
             },
             "get": {
@@ -417,14 +418,17 @@ def registry_paths(
                 "operationId": "updateRegisteredModel",
                 "parameters": [name],
                 "requestBody": _body(c.ref(UpdateRegisteredModel, "validation")),
-                "responses": {"200": _json(registered, "Changed"), **errors(404, 422, *common)},
+                "responses": {
+                    "200": _json(registered, "Changed"),
+                    **errors(*body_errors, 404, *common),
+                },
             },
             "delete": {
                 "summary": "Delete a registered model, its versions, aliases and history "
                 "(the trained models stay)",
                 "operationId": "deleteRegisteredModel",
                 "parameters": [name],
-                "responses": {**gone, **errors(404, *common)},
+                "responses": {**gone, **errors(404, 422, *common)},
             },
         },
         "/v1/registered-models/{name}/versions": {
@@ -437,7 +441,7 @@ def registry_paths(
                 "requestBody": _body(c.ref(CreateVersion, "validation")),
                 "responses": {
                     "201": {**_json(one_version, "Added"), **created},
-                    **errors(404, 422, *common),
+                    **errors(*body_errors, 404, *common),
                 },
             },
             "get": {
@@ -446,7 +450,7 @@ def registry_paths(
                 "parameters": [name],
                 "responses": {
                     "200": _json(c.ref(schemas.ModelVersionList), "The versions"),
-                    **errors(404, *common),
+                    **errors(404, 422, *common),
                 },
             },
         },
@@ -455,13 +459,16 @@ def registry_paths(
                 "summary": "Read a version",
                 "operationId": "getModelVersion",
                 "parameters": [name, version],
-                "responses": {"200": _json(one_version, "The version"), **errors(404, *common)},
+                "responses": {
+                    "200": _json(one_version, "The version"),
+                    **errors(404, 422, *common),
+                },
             },
             "delete": {
                 "summary": "Delete a version (409 while an alias points at it)",
                 "operationId": "deleteModelVersion",
                 "parameters": [name, version],
-                "responses": {**gone, **errors(404, 409, *common)},
+                "responses": {**gone, **errors(404, 409, 422, *common)},
             },
         },
         "/v1/registered-models/{name}/aliases/{alias}": {
@@ -473,14 +480,14 @@ def registry_paths(
                 "requestBody": _body(c.ref(SetAlias, "validation")),
                 "responses": {
                     "200": _json(registered, "The model with its aliases"),
-                    **errors(404, 422, *common),
+                    **errors(*body_errors, 404, *common),
                 },
             },
             "delete": {
                 "summary": "Delete an alias",
                 "operationId": "deleteModelAlias",
                 "parameters": [name, alias],
-                "responses": {**gone, **errors(404, *common)},
+                "responses": {**gone, **errors(404, 422, *common)},
             },
         },
         "/v1/registered-models/{name}/history": {
@@ -491,7 +498,7 @@ def registry_paths(
                 "parameters": [name, *_paging()],
                 "responses": {
                     "200": _json(c.ref(schemas.RegistryHistory), "A page of changes"),
-                    **errors(404, *common),
+                    **errors(404, 422, *common),
                 },
             }
         },
@@ -501,7 +508,7 @@ def registry_paths(
                 "operationId": "predictByAlias",
                 "parameters": [name, alias],
                 "requestBody": predict_body,
-                "responses": {"200": predicted, **errors(404, 422, *common)},
+                "responses": {"200": predicted, **errors(*body_errors, 404, 500, *common)},
             }
         },
         "/v1/registered-models/{name}/versions/{version}/predict": {
@@ -510,7 +517,7 @@ def registry_paths(
                 "operationId": "predictByVersion",
                 "parameters": [name, version],
                 "requestBody": predict_body,
-                "responses": {"200": predicted, **errors(404, 422, *common)},
+                "responses": {"200": predicted, **errors(*body_errors, 404, 500, *common)},
             }
         },
     }

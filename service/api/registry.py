@@ -3,6 +3,8 @@ by name (`{name}@{alias}` or `{name}/versions/{n}`)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, current_app, jsonify, url_for
 from flask.typing import ResponseReturnValue
 
@@ -149,19 +151,20 @@ def history(name: str) -> ResponseReturnValue:
 @bp.post("/<name>@<alias>/predict")
 def predict_alias(name: str, alias: str) -> ResponseReturnValue:
     name, alias = http.path_name(name), http.path_alias(alias)
-    return _predict(http.resolve(session, tenant(), name, alias=alias))
+    body = json_body()  # an unreadable body is a 400 before any lookup, as on /v1/models
+    return _predict(http.resolve(session, tenant(), name, alias=alias), body)
 
 
 @bp.post("/<name>/versions/<int:number>/predict")
 def predict_version(name: str, number: int) -> ResponseReturnValue:
     name = http.path_name(name)
-    return _predict(http.resolve(session, tenant(), name, version=number))
+    body = json_body()
+    return _predict(http.resolve(session, tenant(), name, version=number), body)
 
 
-def _predict(target: registry.Resolved) -> ResponseReturnValue:
+def _predict(target: registry.Resolved, body: Any) -> ResponseReturnValue:
     """The same answer as /v1/models/{id}/predict, from the version the name resolved to."""
     with PREDICT_SECONDS.time():
-        body = json_body()
         predictor = load_predictor(
             target.model_id,
             session=session,

@@ -81,6 +81,8 @@ def _served(name: str, version: str | None, *, describe: bool = False) -> infere
     A name with a model id's shape is a model id (no registered name may have that shape).
     """
     tenant_id = tenant()
+    if len(name) > registry.NAME_LENGTH or "\x00" in name:  # neither a name nor an id
+        raise ApiError(404, f"no registered model or model id {name[:40]!r}")
     if registry.shaped_like_id(name):
         if version is not None:
             raise ApiError(404, f"model {name!r} is a model id, which has no versions")

@@ -193,7 +193,7 @@ def datasets(api: Api) -> None:
     api.call("get", "/v1/datasets/{dataset_id}", 422, dataset_id="x" * 37)
 
 
-def registry(api: Api, client: FlaskClient, database: Database) -> None:
+def registry(api: Api, app: Flask, client: FlaskClient, database: Database) -> None:
     """The model registry: every route's success and documented refusals."""
     job = client.post("/v1/jobs", json=small_spec(), headers=ALICE).get_json()["id"]
     assert run_job(database, job) == "succeeded"
@@ -202,49 +202,69 @@ def registry(api: Api, client: FlaskClient, database: Database) -> None:
     one, versions = models + "/{name}", models + "/{name}/versions"
     version, alias = versions + "/{version}", one + "/aliases/{alias}"
     by_alias, by_version = models + "/{name}@{alias}/predict", version + "/predict"
+    row = {"instances": [[0.5] * 20]}
     api.call("post", models, 201, json={"name": "doc", "description": "d"})
     api.call("post", models, 409, json={"name": "doc"})
     api.call("post", models, 422, json={"name": "a/b"})
-    api.call("post", models, 415, data="x", content_type="text/plain")
-    api.call("post", models, 400, data="{", content_type="application/json")
     api.call("get", models, 200)
     api.call("get", models, 422, query="?limit=0")
     api.call("get", one, 200, name="doc")
-    api.call("get", one, 404, name="nope")
-    api.call("get", one, 422, name="x" * 300)
     api.call("patch", one, 200, name="doc", json={"description": "e"})
     api.call("patch", one, 404, name="nope", json={"description": "e"})
-    api.call("patch", one, 422, name="doc", json={"description": 5})
     api.call("post", versions, 201, name="doc", json={"model_id": model_id})
     api.call("post", versions, 201, name="doc", json={"model_id": model_id})
     api.call("post", versions, 404, name="doc", json={"model_id": "nope"})
-    api.call("post", versions, 422, name="doc", json={})
     api.call("get", versions, 200, name="doc")
-    api.call("get", versions, 404, name="nope")
     api.call("get", version, 200, name="doc", version=1)
-    api.call("get", version, 404, name="doc", version=9)
     api.call("put", alias, 200, name="doc", alias="production", json={"version": 1})
     api.call("put", alias, 404, name="nope", alias="production", json={"version": 1})
-    api.call("put", alias, 422, name="doc", alias="production", json={"version": 9})
-    api.call(
-        "post", by_alias, 200, name="doc", alias="production", json={"instances": [[0.5] * 20]}
-    )
-    api.call("post", by_alias, 404, name="doc", alias="staging", json={"instances": [[0.5] * 20]})
-    api.call("post", by_alias, 422, name="doc", alias="production", json={"instances": [[1]]})
-    api.call("post", by_version, 200, name="doc", version=2, json={"instances": [[0.5] * 20]})
-    api.call("post", by_version, 404, name="doc", version=9, json={"instances": [[0.5] * 20]})
-    api.call("post", by_version, 422, name="doc", version=2, json={"instances": []})
+    api.call("post", by_alias, 200, name="doc", alias="production", json=row)
+    api.call("post", by_alias, 404, name="doc", alias="staging", json=row)
+    api.call("post", by_version, 200, name="doc", version=2, json=row)
+    api.call("post", by_version, 404, name="doc", version=9, json=row)
+    # Every route that takes a body: unreadable, too large, not JSON, not valid.
+    for method, template, names, invalid in (
+        ("post", models, {}, {"name": ""}),
+        ("patch", one, {"name": "doc"}, {"description": 5}),
+        ("post", versions, {"name": "doc"}, {}),
+        ("put", alias, {"name": "doc", "alias": "production"}, {"version": 9}),
+        ("post", by_alias, {"name": "doc", "alias": "production"}, {"instances": [[1]]}),
+        ("post", by_version, {"name": "doc", "version": 2}, {"instances": []}),
+    ):
+        api.call(method, template, 400, data="{", content_type="application/json", **names)
+        api.call(method, template, 413, json={"pad": "x" * (2 * 1024 * 1024)}, **names)
+        api.call(method, template, 415, data="x", content_type="text/plain", **names)
+        api.call(method, template, 422, json=invalid, **names)
+    # Every route that names a model: a name no model could have is a 422, an unknown one a 404.
+    for method, template, names in (
+        ("get", one, {}),
+        ("delete", one, {}),
+        ("get", versions, {}),
+        ("get", version, {"version": 1}),
+        ("delete", version, {"version": 1}),
+        ("delete", alias, {"alias": "production"}),
+        ("get", one + "/history", {}),
+    ):
+        api.call(method, template, 422, name="x" * 300, **names)
+        api.call(method, template, 404, name="nope", **names)
+    api.call("get", one + "/history", 200, name="doc")
     api.call("delete", version, 409, name="doc", version=1)
     api.call("delete", version, 204, name="doc", version=2)
-    api.call("delete", version, 404, name="doc", version=2)
-    api.call("get", one + "/history", 200, name="doc")
-    api.call("get", one + "/history", 404, name="nope")
     api.call("delete", alias, 204, name="doc", alias="production")
-    api.call("delete", alias, 404, name="doc", alias="production")
     api.call("put", alias, 200, name="doc", alias="production", json={"version": 1})
-    api.call("delete", one, 404, name="nope")
     api.call("post", models, 201, json={"name": "gone"})
     api.call("delete", one, 204, name="gone")
+    # A stored model that cannot be read: 500 by name as by id.
+    api.call("post", models, 201, json={"name": "broken"})
+    job = client.post("/v1/jobs", json=small_spec(), headers=ALICE).get_json()["id"]
+    assert run_job(database, job) == "succeeded"
+    broken = client.get(f"/v1/jobs/{job}", headers=ALICE).get_json()["model_id"]
+    api.call("post", versions, 201, name="broken", json={"model_id": broken})
+    api.call("put", alias, 200, name="broken", alias="production", json={"version": 1})
+    with database.begin() as session:
+        session.execute(update(Model).where(Model.id == broken).values(weights=b"garbage"))
+    api.call("post", by_alias, 500, name="broken", alias="production", json=row)
+    api.call("post", by_version, 500, name="broken", version=1, json=row)
 
 
 def open_inference(api: Api, app: Flask) -> None:
@@ -316,7 +336,7 @@ def test_every_documented_answer_is_given_and_matches_the_document(
     events_unavailable(api, app, done)
     models(api, app, client, database)
     datasets(api)
-    registry(api, client, database)
+    registry(api, app, client, database)
     open_inference(api, app)
     keys_and_limits(api, app)
     health(api, queue, monkeypatch)
