@@ -165,6 +165,8 @@ class Model(Base):
     # The portable artifact: `.npz` bytes, always read with allow_pickle=False.
     weights: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Its test-split metrics (core.evaluation); NULL for models trained before they were kept.
+    evaluation: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class Dataset(Base):

@@ -7,7 +7,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from core.activations import bind
 from core.artifact import Artifact
+from core.folding import AffineStep, DenseStep, Step, folded_steps
 from core.layers import Op
 
 
@@ -17,6 +19,21 @@ class NotFinite(ValueError):
     def __init__(self, rows: list[int]) -> None:
         super().__init__(f"the outputs of {len(rows)} rows are not finite")
         self.rows = rows
+
+
+def _op(step: Step) -> Op:
+    """One inference step as a function of float32 rows."""
+    if isinstance(step, DenseStep):
+        act = bind(step.activation).forward
+        kernel = step.kernel.astype(np.float32)
+        bias = step.bias.astype(np.float32)
+        if step.activation.type == "linear":
+            return lambda x: x @ kernel + bias
+        return lambda x: act(x @ kernel + bias)
+    if isinstance(step, AffineStep):
+        scale, shift = step.scale.astype(np.float32), step.shift.astype(np.float32)
+        return lambda x: x * scale + shift
+    return step.op
 
 
 class Predictor:
@@ -31,13 +48,8 @@ class Predictor:
         self.n_targets: int = int(meta.get("n_targets", 1))
         self.mean = arrays.get("scaler.mean")
         self.scale = arrays.get("scaler.scale")
-        self.ops: list[Op] = []
-        width = self.n_features
-        for i, layer in enumerate(artifact.layers()):
-            op = layer.inference(artifact.layer_arrays(i, layer, width))
-            if op is not None:
-                self.ops.append(op)
-            width = layer.out_width(width)
+        # Batch norms folded into the dense layers, dropout gone: fewer, larger steps.
+        self.ops: list[Op] = [_op(step) for step in folded_steps(artifact)]
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> Predictor:
@@ -51,7 +63,10 @@ class Predictor:
         return np.ascontiguousarray(X, dtype=np.float32)
 
     def outputs(self, X: NDArray) -> NDArray:
-        x = self.prepare(X)
+        return self.forward(self.prepare(X))
+
+    def forward(self, x: NDArray) -> NDArray:
+        """The network's outputs for rows already scaled (float32), as `prepare` gives them."""
         for op in self.ops:
             x = op(x)
         return x

@@ -32,7 +32,7 @@ from service import jobs, jsonutil, ui_auth
 from service import registry as http
 from service.api.common import db, session
 from service.api.jobs import events_response, plot_response
-from service.api.models import predict_offloaded
+from service.api.models import evaluation_plot_response, predict_offloaded
 from service.errors import ApiError, error_response, not_found
 from service.params import MAX_PAGE, Cursor, SignIn, query
 from service.predictions import load_predictor, model_info
@@ -43,7 +43,7 @@ bp = Blueprint("ui", __name__)
 # The reference job, shipped inside the package (examples/seed_job.json links to it).
 SEED_SPEC = Path(__file__).resolve().parent / "static" / "seed_job.json"
 # Routes the page's scripts call: they answer errors as JSON, never with a redirect or a page.
-DATA_ROUTES = frozenset({"ui.rows", "ui.events", "ui.plot", "ui.predict"})
+DATA_ROUTES = frozenset({"ui.rows", "ui.events", "ui.plot", "ui.predict", "ui.evaluation_plot"})
 OPEN_ROUTES = frozenset({"ui.login"})
 CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -307,3 +307,12 @@ def promote(name: str) -> ResponseReturnValue:
 
 def _whole(value: str | None) -> int | str | None:
     return int(value) if value is not None and value.isdigit() and len(value) < 10 else value
+
+
+@bp.get("/ui/jobs/<job_id>/evaluation.png")
+def evaluation_plot(job_id: str) -> ResponseReturnValue:
+    """The job's model's evaluation figure (confusion matrix or residuals)."""
+    found = jobs.get_job(job_id, session=session(), tenant_id=g.tenant_id)
+    if found.model_id is None:
+        raise ApiError(409, f"the job is {found.status}; only a succeeded job has a model")
+    return evaluation_plot_response(found.model_id, g.tenant_id)

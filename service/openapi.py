@@ -51,6 +51,72 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _evaluation_and_export(
+    model_id: dict[str, Any], errors: Any, common: tuple[int, ...]
+) -> dict[str, Any]:
+    """The routes of a model's evaluation plot and its export (ONNX, npz)."""
+    from core.onnx_export import OPSET  # a plain constant: `onnx` itself is not imported
+    from service.exports import FORMATS
+
+    binary = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    return {
+        "/v1/models/{model_id}/evaluation.png": {
+            "get": {
+                "summary": "A model's evaluation on its test split as a PNG: the confusion "
+                "matrix as a heat map (classification), or predicted vs actual and the residual "
+                "histogram (regression)",
+                "operationId": "getModelEvaluationPlot",
+                "parameters": [model_id],
+                "responses": {
+                    "200": {
+                        "description": "The figure; cacheable (ETag)",
+                        "headers": {"ETag": {"schema": {"type": "string"}}},
+                        "content": {"image/png": {"schema": {"type": "string"}}},
+                    },
+                    "304": {"description": "Not modified (If-None-Match)"},
+                    **errors(404, 422, *common),
+                },
+                "description": "A model trained before evaluations were kept answers 404 with "
+                "code `no_evaluation`.",
+            }
+        },
+        "/v1/models/{model_id}/export": {
+            "get": {
+                "summary": "Download a model: ONNX, or the stored .npz artifact",
+                "operationId": "exportModel",
+                "parameters": [
+                    model_id,
+                    {
+                        "name": "format",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": list(FORMATS), "default": "onnx"},
+                        "description": f"`onnx`: a graph of opset {OPSET} taking `input` "
+                        "(float32 [batch, n_features], unscaled features: the stored "
+                        "standardization is in the graph) and giving `probabilities` and "
+                        "`label_index` (an index into the model's `classes`), or `predictions` "
+                        "for regression. `npz`: the artifact as stored, read with "
+                        "`numpy.load(..., allow_pickle=False)`; its JSON description is the "
+                        "UTF-8 bytes of the `__meta__` array.",
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The file (Content-Disposition: attachment)",
+                        "headers": {
+                            "X-ONNX-Opset": {
+                                "schema": {"type": "string"},
+                                "description": "The ONNX opset (format=onnx)",
+                            }
+                        },
+                        "content": binary,
+                    },
+                    **errors(404, 422, 500, *common),
+                },
+            }
+        },
+    }
+
+
 @cache
 def openapi_document() -> dict[str, Any]:
     c = _Components()
@@ -316,6 +382,7 @@ def openapi_document() -> dict[str, Any]:
     }
     paths.update(registry_paths(c, errors, common))
     paths.update(v2_paths(c))
+    paths.update(_evaluation_and_export(model_id, errors, common))
     health = c.ref(schemas.Health)
     for path, summary in (("/healthz", "Liveness"), ("/readyz", "Readiness: database, broker")):
         responses = {"200": _json(health, "OK")}

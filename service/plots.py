@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -108,3 +109,93 @@ class PlotCache(LRU[str, tuple[str, bytes]]):
         item = (etag_for(png), png)
         self.set(job_id, item)
         return item
+
+
+# -- a model's evaluation (core.evaluation): confusion-matrix heat map or residual plot ---------
+
+
+def render_evaluation_png(evaluation: dict[str, Any], title: str) -> bytes:
+    """The confusion matrix as a heat map (classification), or predicted vs actual and the
+    residual histogram (regression), as PNG bytes."""
+    with _RENDER_LOCK:
+        if evaluation["task"] == "classification":
+            fig = _confusion_figure(evaluation, title)
+        else:
+            fig = _residual_figure(evaluation, title)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _confusion_figure(evaluation: dict[str, Any], title: str) -> Figure:
+    labels = [str(label) for label in evaluation["labels"]]
+    matrix = evaluation["confusion_matrix"]
+    n = len(labels)
+    side = min(12.0, 3.5 + 0.45 * n)
+    fig = Figure(figsize=(side + 1.2, side), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    image = ax.imshow(matrix, cmap="Blues", vmin=0)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="Test rows")
+    ax.set_xticks(range(n), labels, rotation=45 if n > 6 else 0, ha="right" if n > 6 else "center")
+    ax.set_yticks(range(n), labels)
+    ax.set_xlabel("Predicted class")
+    ax.set_ylabel("Actual class")
+    top = max((max(row) for row in matrix), default=0)
+    if n <= 20:
+        for i, row in enumerate(matrix):
+            for j, count in enumerate(row):
+                color = "white" if top and count > top / 2 else "black"
+                ax.text(j, i, str(count), ha="center", va="center", color=color, fontsize=9)
+    accuracy, macro = evaluation.get("accuracy"), evaluation.get("macro_f1")
+    scores = " · ".join(
+        f"{name} {value:.3f}"
+        for name, value in (("accuracy", accuracy), ("macro F1", macro))
+        if value is not None
+    )
+    ax.set_title(f"{title}\n{scores}" if scores else title)
+    return fig
+
+
+def _residual_figure(evaluation: dict[str, Any], title: str) -> Figure:
+    fig = Figure(figsize=(11, 4.2), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    scores = " · ".join(
+        f"{name} {evaluation[key]:.4g}"
+        for name, key in (("MAE", "mae"), ("RMSE", "rmse"), ("R²", "r2"))
+        if evaluation.get(key) is not None
+    )
+    fig.suptitle(f"{title}\n{scores}" if scores else title)
+    left, right = fig.subplots(1, 2)
+    points = [(a, p) for a, p in evaluation.get("points", []) if a is not None and p is not None]
+    left.set_title("Predicted vs actual (test rows)")
+    left.set_xlabel("Actual")
+    left.set_ylabel("Predicted")
+    left.grid(True, alpha=0.3)
+    if points:
+        actual, predicted = zip(*points, strict=True)
+        left.scatter(actual, predicted, s=12, alpha=0.7, color=TRAIN_COLOR)
+        low, high = min(*actual, *predicted), max(*actual, *predicted)
+        left.plot([low, high], [low, high], color="gray", linestyle="--", linewidth=1)
+    histogram = evaluation.get("residual_histogram") or {}
+    edges, counts = histogram.get("edges") or [], histogram.get("counts") or []
+    right.set_title("Residuals (predicted - actual)")
+    right.set_xlabel("Residual")
+    right.set_ylabel("Test values")
+    right.grid(True, alpha=0.3)
+    if counts and None not in edges:
+        widths = [b - a for a, b in itertools.pairwise(edges)]
+        right.bar(edges[:-1], counts, width=widths, align="edge", color=VAL_COLOR, alpha=0.8)
+        right.axvline(0.0, color="gray", linestyle="--", linewidth=1)
+    return fig
+
+
+def evaluation_plot(
+    model_id: str, evaluation: dict[str, Any], title: str, *, cache: PlotCache
+) -> tuple[str, bytes]:
+    """(ETag, PNG) of a model's evaluation; rendered once (it never changes) and cached."""
+    key = f"evaluation:{model_id}"
+    if (cached := cache.get(key)) is not None:
+        return cached
+    png = offload.run(render_evaluation_png, evaluation, title)
+    return cache.put(key, png)

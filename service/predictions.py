@@ -69,7 +69,7 @@ def model_info(model_id: str, *, session: Session, tenant_id: str) -> ModelOut:
 
 
 # What a model's metadata reads: everything but the weights.
-DESCRIBED = (Model.job_id, Model.engine, Model.task, Model.meta)
+DESCRIBED = (Model.job_id, Model.engine, Model.task, Model.meta, Model.evaluation)
 
 
 def parse_instances(payload: Any, n_features: int, max_rows: int) -> np.ndarray:

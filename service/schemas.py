@@ -7,7 +7,7 @@ Requests use the validating models directly. Each `from_row` builds the answer f
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -184,6 +184,74 @@ class DryRun(Out):
         )
 
 
+# -- a model's evaluation on its test split (core.evaluation) --------------------------------
+
+
+class ClassMetrics(Out):
+    label: int | str = Field(description="The class, as in the training data")
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    support: int = Field(description="Test rows of this class")
+
+
+class ClassificationEvaluation(Out):
+    task: Literal["classification"]
+    split: Literal["test"]
+    n_samples: int
+    labels: list[int | str] = Field(description="The classes, in the matrix's order")
+    confusion_matrix: list[list[int]] = Field(
+        description="Rows: the actual class; columns: the predicted class (in `labels` order)"
+    )
+    per_class: list[ClassMetrics]
+    accuracy: float | None
+    macro_f1: float | None
+    weighted_f1: float | None
+    log_loss: float | None
+    roc_auc: float | None = Field(
+        description="null when undefined (a class absent from the test split)"
+    )
+    roc_auc_average: Literal["binary", "ovr_macro"] = Field(
+        description="binary: on the second class's probability; ovr_macro: one-vs-rest, "
+        "the unweighted mean over classes"
+    )
+
+
+class ResidualSummary(Out):
+    mean: float | None
+    std: float | None
+    min: float | None
+    p05: float | None
+    q25: float | None
+    median: float | None
+    q75: float | None
+    p95: float | None
+    max: float | None
+
+
+class Histogram(Out):
+    edges: list[float | None]
+    counts: list[int]
+
+
+class RegressionEvaluation(Out):
+    task: Literal["regression"]
+    split: Literal["test"]
+    n_samples: int
+    n_targets: int
+    mae: float | None
+    rmse: float | None
+    r2: float | None = Field(description="Averaged over targets")
+    residuals: ResidualSummary = Field(description="Of predicted - actual, over all targets")
+    residual_histogram: Histogram
+    points: list[list[float | None]] = Field(
+        description="Up to 200 [actual, predicted] pairs of the first target (for the plot)"
+    )
+
+
+Evaluation = Annotated[ClassificationEvaluation | RegressionEvaluation, Field(discriminator="task")]
+
+
 class ModelOut(Out):
     id: str
     job_id: str
@@ -194,13 +262,17 @@ class ModelOut(Out):
     layers: list[LayerOut]
     params: dict[str, int]
     metrics: dict[str, float | None]
+    evaluation: Evaluation | None = Field(
+        None,
+        description="Metrics on the test split; null for models trained before they were kept",
+    )
 
     @classmethod
     def from_row(cls, model: Model) -> ModelOut:
         """A trained model's metadata (its weights stay in the database)."""
         meta = model.meta
         return cls(
-            **same_names(model, "id", "job_id", "engine", "task"),
+            **same_names(model, "id", "job_id", "engine", "task", "evaluation"),
             **{name: meta[name] for name in ("n_features", "layers", "params", "metrics")},
             classes=meta["classes"] if model.task == "classification" else None,
         )

@@ -394,6 +394,10 @@ def _fixed(value: Any, places: int) -> str:
 
 
 def cmd_model(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.model_id == "export":
+        return cmd_model_export(client, args, out, err)
+    if args.export_id is not None or args.format is not None or args.output is not None:
+        raise UsageError("to export a model: trainsvc model export ID --format onnx|npz -o FILE")
     model = client.model(args.model_id)
     if args.json:
         dump(model, out)
@@ -407,8 +411,50 @@ def cmd_model(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO
         ("classes", ", ".join(map(str, model["classes"])) if model.get("classes") else None),
         ("params", model.get("params")),
         ("metrics", metrics_line(model.get("metrics") or {})),
+        ("evaluation", evaluation_line(model.get("evaluation"))),
     ]
     print_fields(rows, out)
+    return 0
+
+
+def evaluation_line(evaluation: Json | None) -> str | None:
+    """The test-split evaluation in one line (None for models trained before evaluations)."""
+    if not evaluation:
+        return None
+    names: tuple[tuple[str, str], ...]
+    if evaluation.get("task") == "classification":
+        names = (
+            ("accuracy", "accuracy"),
+            ("macro_f1", "macro F1"),
+            ("roc_auc", "ROC AUC"),
+            ("log_loss", "log loss"),
+        )
+    else:
+        names = (("mae", "MAE"), ("rmse", "RMSE"), ("r2", "R²"))
+    parts = [f"{label} {_fixed(evaluation.get(key), 4)}" for key, label in names]
+    return f"{', '.join(parts)} (test split, {evaluation.get('n_samples')} rows)"
+
+
+def cmd_model_export(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`trainsvc model export ID --format onnx|npz -o FILE`."""
+    if args.export_id is None:
+        raise UsageError("which model? trainsvc model export ID --format onnx|npz -o FILE")
+    fmt = args.format or "onnx"
+    data = client.export(args.export_id, fmt)
+    return write_file(data, args.output or f"model-{args.export_id}.{fmt}", out)
+
+
+def write_file(data: bytes, target: str, out: TextIO) -> int:
+    """Write downloaded bytes to `target` (- for stdout) and say so."""
+    if target == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return 0
+    try:
+        Path(target).write_bytes(data)
+    except OSError as exc:
+        raise TrainsvcError(f"cannot write {target}: {exc.strerror}") from None
+    print(f"wrote {target} ({len(data):,} bytes)", file=out)
     return 0
 
 
@@ -720,7 +766,21 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=positive, default=20, help="at most this many (20)")
 
     add("metrics", cmd_metrics, "a job's per-epoch metrics").add_argument("job_id")
-    add("model", cmd_model, "show a model").add_argument("model_id")
+    model = add(
+        "model",
+        cmd_model,
+        "show a model; or export it: model export ID --format onnx|npz -o FILE",
+    )
+    model.add_argument("model_id", metavar="ID", help="the model (or `export`, then its ID)")
+    model.add_argument("export_id", nargs="?", metavar="EXPORT_ID", help=argparse.SUPPRESS)
+    model.add_argument(
+        "--format",
+        choices=("onnx", "npz"),
+        help="export: onnx (an ONNX graph, opset 17) or npz (the stored artifact); default onnx",
+    )
+    model.add_argument(
+        "-o", "--output", help="export: the file to write (default model-ID.FORMAT; - for stdout)"
+    )
 
     predict = add("predict", cmd_predict, "predict with a model")
     predict.add_argument("model_id")

@@ -362,6 +362,31 @@ class Client:
         )
         return result
 
+    # -- evaluation and export ---------------------------------------------------------------
+
+    EXPORT_FORMATS = ("onnx", "npz")
+
+    def evaluation_plot(self, model_id: str) -> bytes:
+        """The model's evaluation (confusion matrix or residuals) as PNG bytes."""
+        response = self.open(
+            "GET", f"/v1/models/{_quote(model_id)}/evaluation.png", headers={"Accept": "image/png"}
+        )
+        with response:
+            data: bytes = response.read()
+        return data
+
+    def export(self, model_id: str, format: str = "onnx") -> bytes:
+        """The model as a file: `onnx` (an ONNX graph) or `npz` (the stored artifact)."""
+        response = self.open(
+            "GET",
+            f"/v1/models/{_quote(model_id)}/export",
+            params={"format": format},
+            headers={"Accept": "application/octet-stream"},
+        )
+        with response:
+            data: bytes = response.read()
+        return data
+
     # -- datasets ----------------------------------------------------------------------------
 
     def upload_dataset(

@@ -21,8 +21,10 @@ from core.cost import job_cost
 from core.datasets import PreparedData, prepare, uploaded_arrays
 from core.db import Database, rowcount
 from core.dispatch import record_speed
+from core.evaluation import evaluate
 from core.models import Job, JobMetric, Model, new_id, utcnow
 from core.registry import Registry
+from core.runtime import Predictor
 from core.spec import JobSpec, SpecError, parse_spec
 from core.uploads import info_lookup
 from worker.engines.base import (
@@ -258,6 +260,12 @@ def model_metadata(spec: JobSpec, artifact: Artifact, metrics: dict[str, float])
     }
 
 
+def evaluation_of(spec: JobSpec, artifact: Artifact, data: PreparedData) -> dict[str, Any]:
+    """The stored model judged on the test split, through the runtime that serves it."""
+    predictor = Predictor(artifact)
+    return evaluate(predictor, data.X_test, data.T_test, spec.loss, scaled=True)
+
+
 def finish(
     db: Database,
     job_id: str,
@@ -301,6 +309,7 @@ def finish_succeeded(
     final = result.history[-1]
     if result.info.get("restored_best_weights") and result.info.get("best_epoch"):
         final = result.history[result.info["best_epoch"] - 1]  # the stored model is this one
+    evaluation = evaluation_of(spec, artifact, data)
     metrics = epoch_metrics(final)
     for name, value in (("test_loss", result.test_loss), ("test_accuracy", result.test_accuracy)):
         if (v := finite_or_none(value)) is not None:
@@ -332,6 +341,7 @@ def finish_succeeded(
                     task=spec.task,
                     meta=model_metadata(spec, artifact, metrics),
                     weights=artifact.to_bytes(),
+                    evaluation=evaluation,
                 )
             )
     if not done:

@@ -1,7 +1,7 @@
 """The model registry: registered models, their numbered versions, aliases and history.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0008 (the evaluation, merged first)
 Create Date: 2026-12-01
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from service import offload, predictions
+from core.models import Model
+from core.queries import owned
+from service import exports, offload, plots, predictions
 from service.api.common import json_body, session, tenant
+from service.errors import ApiError
 from service.monitoring import PREDICT_SECONDS
+from service.params import query
 from service.predictions import load_predictor, model_info, parse_instances
 from service.schemas import Prediction
 
@@ -52,3 +56,43 @@ def predict_offloaded(predictor: Predictor, body: Any) -> dict[str, Any]:
 def _predict(predictor: Predictor, body: Any, max_rows: int) -> dict[str, Any]:
     X = parse_instances(body, predictor.n_features, max_rows)
     return predictions.predict(predictor, X)  # 422 for rows whose outputs are not finite
+
+
+# -- evaluation and export --------------------------------------------------------------------
+
+
+@bp.get("/<model_id>/evaluation.png")
+def evaluation_plot(model_id: str) -> ResponseReturnValue:
+    """The confusion matrix (classification) or residual plot (regression) as PNG."""
+    return evaluation_plot_response(model_id, tenant())
+
+
+def evaluation_plot_response(model_id: str, tenant_id: str) -> ResponseReturnValue:
+    """The tenant's model's evaluation figure; cacheable (it never changes)."""
+    row = owned(session(), Model, model_id, tenant_id, columns=(Model.job_id, Model.evaluation))
+    if row.evaluation is None:
+        raise ApiError(
+            404,
+            f"model {model_id} has no evaluation (it was trained before evaluations were kept)",
+            code="no_evaluation",
+        )
+    etag, png = plots.evaluation_plot(
+        model_id,
+        row.evaluation,
+        f"Model {model_id[:8]}… on its test split",
+        cache=current_app.extensions["trainsvc.plots"],
+    )
+    response = Response(png, mimetype="image/png")
+    response.set_etag(etag)
+    response.headers["Cache-Control"] = "private, max-age=86400"
+    return response.make_conditional(request)
+
+
+@bp.get("/<model_id>/export")
+def export(model_id: str) -> ResponseReturnValue:
+    """The model as ONNX (`?format=onnx`, the default) or as its stored `.npz` artifact."""
+    fmt = query(exports.ExportQuery).format
+    done = exports.export_model(model_id, fmt, session=session(), tenant_id=tenant())
+    response = Response(done.body, mimetype=done.mimetype, headers=done.headers)
+    response.headers["Content-Disposition"] = f'attachment; filename="{done.filename}"'
+    return response

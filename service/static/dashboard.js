@@ -146,9 +146,25 @@ function watchJob(root) {
       const cancel = document.getElementById("cancel-form");
       if (cancel) cancel.remove();
       document.getElementById("predict").hidden = job.status !== "succeeded";
+      if (job.status === "succeeded") showEvaluation();
     }
     document.getElementById("plot").src = root.dataset.plotUrl + "?s=" + job.status;
     schedule();
+  }
+
+  // A job that finished while the page was open: its model's evaluation (rendered by the server
+  // with the page) is taken from a fresh copy of this page and put before the predict box.
+  function showEvaluation() {
+    if (document.getElementById("evaluation")) return;
+    fetch(window.location.href, { headers: { Accept: "text/html" } })
+      .then((response) => (response.ok ? response.text() : ""))
+      .then((html) => {
+        const fresh = new DOMParser().parseFromString(html, "text/html").getElementById("evaluation");
+        if (fresh && !document.getElementById("evaluation")) {
+          document.getElementById("predict").before(document.adoptNode(fresh));
+        }
+      })
+      .catch(() => {}); // a reload shows it too
   }
 
   function connect() {

@@ -452,3 +452,68 @@ def test_datasets_commands(
     assert json.loads(out) == dataset
     code, _, err = run(capsys, "datasets", "upload", "nope.csv", "--label", "kind")
     assert code == 1 and "cannot read nope.csv" in err
+
+
+def test_model_export_writes_the_file_in_the_asked_format(
+    service: FakeService, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    blobs = {"onnx": b"\x08\x08onnx-bytes", "npz": b"PK\x03\x04npz-bytes"}
+
+    def export(request: Request) -> Response:
+        fmt = request.query.get("format", "onnx")
+        if fmt not in blobs:
+            return error_response(422, "validation_error", "format: must be 'onnx' or 'npz'")
+        return Response(200, blobs[fmt], {"Content-Type": "application/octet-stream"})
+
+    service.route("GET", "/v1/models/m1/export", export)
+    code, out, _ = run(capsys, "model", "export", "m1", "--format", "onnx", "-o", "m.onnx")
+    assert code == 0 and "wrote m.onnx (12 bytes)" in out
+    assert (tmp_path / "m.onnx").read_bytes() == blobs["onnx"]
+    assert run(capsys, "model", "export", "m1", "--format", "npz")[0] == 0
+    assert (tmp_path / "model-m1.npz").read_bytes() == blobs["npz"]
+    assert run(capsys, "model", "export", "m1")[0] == 0  # onnx by default
+    assert (tmp_path / "model-m1.onnx").read_bytes() == blobs["onnx"]
+    sent = service.sent("GET", "/v1/models/m1/export")
+    assert [r.query["format"] for r in sent] == ["onnx", "npz", "onnx"]
+    assert all(r.headers["Authorization"] == "Bearer env-key" for r in sent)
+
+    assert Client().export("m1", "npz") == blobs["npz"]
+    code, _, err = run(capsys, "model", "export", "m1", "--format", "pmml")
+    assert code == 2 and "invalid choice" in err  # refused before any request
+    code, _, err = run(capsys, "model", "export")
+    assert code == 2 and "which model?" in err
+    code, _, err = run(capsys, "model", "m1", "-o", "x.onnx")
+    assert code == 2 and "model export ID" in err
+    assert len(service.sent("GET", "/v1/models/m1/export")) == 4
+
+
+def test_model_shows_its_evaluation(
+    service: FakeService, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = {
+        "id": "m1",
+        "job_id": "j1",
+        "engine": "numpy",
+        "task": "classification",
+        "n_features": 4,
+        "classes": ["a", "b"],
+        "params": {"total": 10},
+        "metrics": {"test_accuracy": 0.9},
+        "evaluation": {
+            "task": "classification",
+            "n_samples": 30,
+            "accuracy": 0.9,
+            "macro_f1": 0.8765,
+            "roc_auc": None,
+            "log_loss": 0.25,
+        },
+    }
+    service.route("GET", "/v1/models/m1", json_response(model))
+    code, out, _ = run(capsys, "model", "m1")
+    assert code == 0
+    line = next(line for line in out.splitlines() if line.startswith("evaluation"))
+    assert "accuracy 0.9000" in line and "macro F1 0.8765" in line and "ROC AUC -" in line
+    assert "(test split, 30 rows)" in line
+    service.route("GET", "/v1/models/m2", json_response({**model, "id": "m2", "evaluation": None}))
+    code, out, _ = run(capsys, "model", "m2")
+    assert code == 0 and "ROC AUC" not in out

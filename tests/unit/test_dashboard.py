@@ -6,6 +6,7 @@ import json
 import re
 from typing import Any
 
+import numpy as np
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import delete
@@ -183,3 +184,52 @@ def test_sign_out(client: FlaskClient) -> None:
     token = sign_in(client)
     assert client.post("/ui/logout", data={"csrf_token": token}).status_code == 303
     assert client.get("/").status_code == 302
+
+
+def test_job_page_shows_the_evaluation_with_the_original_labels(
+    client: FlaskClient, database: Database
+) -> None:
+    token = sign_in(client)
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(80, 3))
+    y = np.array(["low", "mid", "high"])[np.digitize(X[:, 0], [-0.4, 0.4])]
+    spec = {
+        "dataset": {"inline": {"X": X.tolist(), "y": y.tolist()}},
+        "layers": [
+            {"type": "dense", "units": 8, "activation": "relu"},
+            {"type": "dense", "units": 3, "activation": "softmax"},
+        ],
+        "loss": "sparse_categorical_crossentropy",
+        "epochs": 3,
+    }
+    job_url = submit_form(client, token, spec).headers["Location"]
+    assert run_job(database, job_url.rsplit("/", 1)[-1]) == "succeeded"
+    page = client.get(job_url).get_data(as_text=True)
+    assert 'id="evaluation"' in page and 'id="confusion-matrix"' in page
+    matrix = page.split('id="confusion-matrix"')[1].split("</table>")[0]
+    # Classes in sorted order (as the model stores them), as both headers of the heat map.
+    assert re.findall(r'<th class="num">(\w+)</th>', matrix) == ["high", "low", "mid"]
+    assert re.findall(r"<tr><th>(\w+)</th>", matrix) == ["high", "low", "mid"]
+    counts = [
+        int(n) for n in re.findall(r'class="num heat-\d[^"]*"\s+title="[^"]*">(\d+)<', matrix)
+    ]
+    assert len(counts) == 9 and sum(counts) == 16  # 80 rows, test_size 0.2
+    assert "heat-9" in matrix  # the largest cell is the darkest
+    plot = client.get(job_url + "/evaluation.png")
+    assert plot.status_code == 200 and plot.data.startswith(PNG_MAGIC)
+
+
+def test_job_page_shows_a_regression_evaluation(client: FlaskClient, database: Database) -> None:
+    token = sign_in(client)
+    spec = small_spec(
+        dataset={"builtin": "make_regression", "params": {"n_samples": 100, "n_features": 4}},
+        layers=[{"type": "dense", "units": 4, "activation": "relu"}, {"type": "dense", "units": 1}],
+        loss="mse",
+    )
+    job_url = submit_form(client, token, spec).headers["Location"]
+    assert run_job(database, job_url.rsplit("/", 1)[-1]) == "succeeded"
+    page = client.get(job_url).get_data(as_text=True)
+    assert 'id="residuals"' in page and 'data-evaluation="rmse"' in page
+    assert 'id="confusion-matrix"' not in page
+    plot = client.get(job_url + "/evaluation.png")
+    assert plot.status_code == 200 and plot.data.startswith(PNG_MAGIC)

@@ -40,6 +40,11 @@ answer = client.post(f"/v1/models/{model_id}/predict", json={"instances": [[0.0]
 assert answer.status_code == 200, answer.get_data()
 for path in ("/healthz", "/readyz", "/v1/jobs", f"/v1/models/{model_id}"):
     client.get(path, headers=auth("alice"))
+# The `onnx` package is imported on the first ONNX export only, never by the API's start-up.
+print("ONNX_BEFORE_EXPORT", "onnx" in sys.modules)
+for path in ("evaluation.png", "export?format=npz", "export?format=onnx"):
+    exported = client.get(f"/v1/models/{model_id}/{path}", headers=auth("alice"))
+    assert exported.status_code == 200, exported.get_data()
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
 print("LOADED", loaded)
 """
@@ -55,6 +60,7 @@ def test_serving_predictions_imports_no_tensorflow(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "LOADED []" in result.stdout, result.stdout
+    assert "ONNX_BEFORE_EXPORT False" in result.stdout, result.stdout
 
 
 def test_no_service_module_imports_tensorflow() -> None:

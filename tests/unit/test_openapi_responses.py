@@ -178,6 +178,27 @@ def models(api: Api, app: Flask, client: FlaskClient, database: Database) -> Non
     api.call("post", predict, 500, model_id=model_id, json={"instances": [[0.5] * 5]})
 
 
+def evaluation_and_export(api: Api, client: FlaskClient, database: Database) -> None:
+    """A model's evaluation plot and its export (ONNX, npz), and every documented refusal."""
+    for spec in (small_spec(), small_spec(**REGRESSION)):
+        job = client.post("/v1/jobs", json=spec, headers=ALICE).get_json()["id"]
+        assert run_job(database, job) == "succeeded"
+        model_id = client.get(f"/v1/jobs/{job}", headers=ALICE).get_json()["model_id"]
+        plot = "/v1/models/{model_id}/evaluation.png"
+        etag = api.call("get", plot, 200, model_id=model_id).headers["ETag"]
+        api.call("get", plot, 304, model_id=model_id, headers={**ALICE, "If-None-Match": etag})
+        export = "/v1/models/{model_id}/export"
+        for fmt in ("onnx", "npz"):
+            api.call("get", export, 200, model_id=model_id, query=f"?format={fmt}")
+    api.call("get", plot, 404, model_id="nope")
+    api.call("get", plot, 422, model_id="no%00pe")
+    api.call("get", export, 404, model_id="nope")
+    api.call("get", export, 422, model_id=model_id, query="?format=pickle")
+    with database.begin() as session:
+        session.execute(update(Model).where(Model.id == model_id).values(weights=b"garbage"))
+    api.call("get", export, 500, model_id=model_id, query="?format=onnx")
+
+
 def datasets(api: Api) -> None:
     """Upload, list and read a CSV dataset, and every documented refusal."""
     upload: dict[str, Any] = {"content_type": "text/csv", "data": CSV}
@@ -236,7 +257,7 @@ def registry(api: Api, app: Flask, client: FlaskClient, database: Database) -> N
         api.call(method, template, 415, data="x", content_type="text/plain", **names)
         api.call(method, template, 422, json=invalid, **names)
     # Every route that names a model: a name no model could have is a 422, an unknown one a 404.
-    for method, template, names in (
+    named: list[tuple[str, str, dict[str, Any]]] = [
         ("get", one, {}),
         ("delete", one, {}),
         ("get", versions, {}),
@@ -244,7 +265,8 @@ def registry(api: Api, app: Flask, client: FlaskClient, database: Database) -> N
         ("delete", version, {"version": 1}),
         ("delete", alias, {"alias": "production"}),
         ("get", one + "/history", {}),
-    ):
+    ]
+    for method, template, names in named:
         api.call(method, template, 422, name="x" * 300, **names)
         api.call(method, template, 404, name="nope", **names)
     api.call("get", one + "/history", 200, name="doc")
@@ -335,6 +357,7 @@ def test_every_documented_answer_is_given_and_matches_the_document(
     done = client.get("/v1/jobs?status=succeeded", headers=ALICE).get_json()["items"][0]["id"]
     events_unavailable(api, app, done)
     models(api, app, client, database)
+    evaluation_and_export(api, client, database)
     datasets(api)
     registry(api, app, client, database)
     open_inference(api, app)
