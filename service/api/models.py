@@ -48,7 +48,8 @@ def predict(model_id: str) -> ResponseReturnValue:
 
 
 def predict_offloaded(predictor: Predictor, body: Any) -> dict[str, Any]:
-    """The body's rows checked and predicted, off the event loop (CPU work; service.offload)."""
+    """The body's rows checked and predicted: off the event loop (CPU work; service.offload)
+    unless the body is small enough that the hop to a thread would cost more than the work."""
     max_rows = current_app.config["MAX_PREDICT_ROWS"]
     return offload.run_sized(request.content_length, _predict, predictor, body, max_rows)
 
