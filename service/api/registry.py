@@ -173,4 +173,8 @@ def _predict(target: registry.Resolved, body: Any) -> ResponseReturnValue:
         )
         answer = predict_offloaded(predictor, body)
         headers = {"X-Model-Version": str(target.version), "X-Model-Id": target.model_id}
-        return jsonify(Prediction(model_id=target.model_id, **answer).dump()), 200, headers
+        return (
+            jsonify(Prediction.model_construct(model_id=target.model_id, **answer).dump()),
+            200,
+            headers,
+        )
