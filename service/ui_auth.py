@@ -45,7 +45,7 @@ class CookieSessions(SecureCookieSessionInterface):
     request (a bearer key, no cookie) starts an empty session for nothing."""
 
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
-        if request.cookies.get(self.get_cookie_name(app)):
+        if "HTTP_COOKIE" in request.environ and request.cookies.get(self.get_cookie_name(app)):
             return super().open_session(app, request)
         return self.session_class()
 
