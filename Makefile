@@ -51,6 +51,8 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.onnx_runtime
 	$(PY) -m benchmarks.job_overhead
 	$(PY) -m benchmarks.memory
+	$(PY) -m benchmarks.checkpoints
+	$(PY) -m benchmarks.takeover
 
 # Heavier failure scenarios against real processes: one line of figures per scenario.
 reliability: $(STAMP)

@@ -5,10 +5,24 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Engine, Result, create_engine, event
+from sqlalchemy import (
+    CursorResult,
+    DateTime,
+    Engine,
+    Float,
+    Result,
+    create_engine,
+    event,
+    literal,
+    select,
+)
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 
 def normalize_url(url: str) -> str:
@@ -42,6 +56,48 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+class db_now(FunctionElement[Any]):  # noqa: N801 - used like func.now()
+    """The database server's clock, `seconds` from now: the one clock every host agrees on.
+
+    PostgreSQL: `now()` (the transaction's start) plus an interval. SQLite: `strftime` with
+    microsecond digits, the text SQLAlchemy stores datetimes as, so stored values and this one
+    compare as text in time order. Heartbeats, staleness, dispatch and every timestamp a worker
+    writes use it, never a host's own clock.
+    """
+
+    type = DateTime(timezone=True)
+    inherit_cache = True
+    name = "db_now"
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        super().__init__(literal(float(seconds), Float()))
+
+
+@compiles(db_now)
+def _db_now_default(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
+    seconds = compiler.process(element.clauses, **kw)
+    return f"(now() + make_interval(secs => {seconds}))"
+
+
+@compiles(db_now, "sqlite")
+def _db_now_sqlite(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
+    seconds = compiler.process(element.clauses, **kw)
+    # %f is seconds with milliseconds (SS.SSS); three zeros make the six digits SQLAlchemy writes.
+    return f"strftime('%Y-%m-%d %H:%M:%f000', 'now', ({seconds}) || ' seconds')"
+
+
+def read_db_now(session: Session) -> datetime:
+    """The database server's clock, read once (aware, UTC)."""
+    value = session.scalar(select(db_now()))
+    assert value is not None
+    return aware(value)
+
+
+def aware(at: datetime) -> datetime:
+    """SQLite hands back naive datetimes; they are stored in UTC."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def rowcount(result: Result[Any]) -> int:

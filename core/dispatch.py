@@ -17,13 +17,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from core.db import Database, rowcount
-from core.models import Job, Worker, utcnow
+from core.db import Database, aware, db_now, rowcount
+from core.models import Job, Worker
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,10 +41,9 @@ class Quotas:
         return cls(settings.tenant_max_running, settings.stale_after_seconds)
 
 
-def live_workers(session: Session, now: datetime, within: float) -> list[Worker]:
-    """The workers that refreshed their row in the last `within` seconds."""
-    since = now - timedelta(seconds=within)
-    return list(session.scalars(select(Worker).where(Worker.seen_at >= since)))
+def live_workers(session: Session, within: float) -> list[Worker]:
+    """The workers that refreshed their row in the last `within` seconds (database clock)."""
+    return list(session.scalars(select(Worker).where(Worker.seen_at >= db_now(-within))))
 
 
 def in_flight(session: Session) -> dict[str, int]:
@@ -90,7 +89,7 @@ def choose(
 
     def order(w: tuple[str, str, int]) -> tuple[int, datetime, str]:
         job_id, tenant, rank = w
-        return (flying.get(tenant, 0) + rank, _aware(served.get(tenant, never)), job_id)
+        return (flying.get(tenant, 0) + rank, aware(served.get(tenant, never)), job_id)
 
     chosen: list[str] = []
     for job_id, tenant, _ in sorted(waiting, key=order):
@@ -105,9 +104,8 @@ def choose(
 
 def dispatch_once(db: Database, send: Callable[[str], None], quotas: Quotas) -> list[str]:
     """One pass: send the jobs that fit in the free slots; returns the ids sent."""
-    now = utcnow()
     with db.session() as session:
-        workers = live_workers(session, now, quotas.worker_seen_within)
+        workers = live_workers(session, quotas.worker_seen_within)
         flying = in_flight(session)
         if workers:
             free = sum(w.concurrency for w in workers) - sum(flying.values())
@@ -147,21 +145,16 @@ def dispatch_once(db: Database, send: Callable[[str], None], quotas: Quotas) -> 
                 log.warning("could not send job %s to the broker (%s)", job_id, exc)
                 break
             marked = update(Job).where(Job.id == job_id, Job.status == "queued")
-            if rowcount(session.execute(marked.values(enqueued_at=utcnow()))):
+            if rowcount(session.execute(marked.values(enqueued_at=db_now()))):
                 sent.append(job_id)
     if sent:
         log.info("dispatched %d job(s)", len(sent))
     return sent
 
 
-def _aware(at: datetime) -> datetime:
-    """SQLite hands back naive datetimes; they are stored in UTC."""
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
-
-
 def register_worker(db: Database, name: str, concurrency: int) -> None:
-    """Create or refresh this worker's row (its pool size; seen now)."""
-    now = utcnow()
+    """Create or refresh this worker's row (its pool size; seen now, by the database's clock)."""
+    now = db_now()
     with db.begin() as session:
         refreshed = rowcount(
             session.execute(
@@ -193,7 +186,7 @@ def measured_speed(session: Session, engine: str, within: float) -> float | None
     column = "numpy_flops" if engine == "numpy" else "keras_flops"
     speeds = sorted(
         value
-        for worker in live_workers(session, utcnow(), within)
+        for worker in live_workers(session, within)
         if (value := getattr(worker, column)) is not None
     )
     return speeds[len(speeds) // 2] if speeds else None

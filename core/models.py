@@ -1,12 +1,11 @@
-"""SQLAlchemy models: tenants, API keys, dashboard sessions, jobs, per-epoch metrics, trained
-models, datasets, workers, the model registry."""
+"""SQLAlchemy models: tenants, API keys, dashboard sessions, jobs, per-epoch metrics, job
+checkpoints, trained models, datasets, workers, the model registry."""
 
 from __future__ import annotations
 
 import os
-import time
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -24,17 +23,20 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from core import clock
+
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    """This process's clock; what a worker writes uses the database's (`core.db.db_now`)."""
+    return clock.utcnow()
 
 
 def new_id() -> str:
     """A UUIDv7-style id: time-ordered, so sorting by id sorts by creation time."""
-    millis = time.time_ns() // 1_000_000
+    millis = int(clock.wall_time() * 1000)
     rand = int.from_bytes(os.urandom(10), "big")
     value = (millis & ((1 << 48) - 1)) << 80
     value |= 0x7 << 76
@@ -116,11 +118,17 @@ class Job(Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Its worker is shutting down (warm): checkpoint at the next epoch's end and give it back.
+    handback_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     model_id: Mapped[str | None] = mapped_column(String(36))
     # Wall time from claim to the worker's end of the job (for /metrics); NULL if it never ran.
     train_seconds: Mapped[float | None] = mapped_column(Float)
     # What the job costs (core.cost.Cost as a dict), computed when it was accepted.
     cost: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Who runs (or last ran) it: the Celery node and its pool process, "node pid N".
+    worker: Mapped[str | None] = mapped_column(String(200))
+    # The epoch the current attempt resumed from (its checkpoint's); NULL when it started afresh.
+    resumed_from_epoch: Mapped[int | None] = mapped_column(Integer)
 
 
 class Worker(Base):
@@ -151,6 +159,22 @@ class JobMetric(Base):
     val_loss: Mapped[float | None] = mapped_column(Float)
     val_accuracy: Mapped[float | None] = mapped_column(Float)
     seconds: Mapped[float] = mapped_column(Float)
+
+
+class JobCheckpoint(Base):
+    """The latest checkpoint of a running job: enough to go on training after `epoch` as if it
+    had never stopped. One row per job, replaced as training goes, deleted when the job ends."""
+
+    __tablename__ = "job_checkpoints"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer)  # the attempt that wrote it
+    epoch: Mapped[int] = mapped_column(Integer)
+    # Plain JSON: the random generator's state, the optimizer's step, the stop policy's state.
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Weights and optimizer slots as `.npz`, always read with allow_pickle=False.
+    arrays: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Model(Base):

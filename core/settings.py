@@ -59,6 +59,8 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "REQUEUE_AFTER_SECONDS": ("requeue_after_seconds", float),
     "REAP_INTERVAL_SECONDS": ("reap_interval_seconds", float),
     "MAX_ATTEMPTS": ("max_attempts", int),
+    "CHECKPOINT_SECONDS": ("checkpoint_seconds", float),
+    "CLOCK_SKEW_SECONDS": ("clock_skew_seconds", float),
     "RATE_LIMIT_PER_MINUTE": ("rate_limit_per_minute", int),
     "AUTH_FAILURES_PER_MINUTE": ("auth_failures_per_minute", int),
     "TRUSTED_PROXIES": ("trusted_proxies", int),
@@ -125,6 +127,13 @@ class Settings:
     requeue_after_seconds: float = 300.0
     reap_interval_seconds: float = 5.0
     max_attempts: int = 3
+    # A running job stores a checkpoint this often (seconds of training; 0: every epoch; below
+    # 0: never); a retried attempt resumes from the latest.
+    checkpoint_seconds: float = 30.0
+    # Tests only: shifts the worker process's own wall clock by this many seconds. Nothing that
+    # decides a job's fate reads that clock (the database's is the one clock), so it must not
+    # matter; the multi-host tests set it to prove so.
+    clock_skew_seconds: float = 0.0
     # Requests per minute per API key (0: no limit); over it, 429 with Retry-After.
     rate_limit_per_minute: int = 3000
     # Failed authentications (a wrong API key, a failed dashboard sign-in) per minute per client

@@ -26,6 +26,7 @@ from core.layers import LAYERS, Dense, LayerField, LayerSpec
 from core.losses import LOSSES, LossName
 from core.optimizers import OPTIMIZERS, OptimizerField
 from core.schema import Strict, Text
+from core.warmstart import MODELS_CONTEXT, Init, ModelLookup, architecture_problems
 
 DatasetLookup = Callable[[str], UploadedInfo | None]
 
@@ -116,6 +117,8 @@ class JobSpec(Strict):
     seed: int = Field(0, ge=0, le=2**32 - 1)
     early_stopping: EarlyStopping | None = None
     max_seconds: float | None = Field(None, gt=0, le=7 * 24 * 3600)
+    # Warm start: the weights of a finished model of the same architecture.
+    init: Init | None = None
 
     @property
     def task(self) -> Literal["classification", "regression"]:
@@ -182,7 +185,11 @@ def _cross_field_problems(spec: JobSpec) -> Any:
         if isinstance(layer, Dense) and layer.activation.type == "softmax":
             yield (f"layers[{i}].activation", "softmax is only allowed on the output layer")
 
-    total = sum(s.params for s in summarize_layers(spec.layers, shape.n_features))
+    summary = summarize_layers(spec.layers, shape.n_features)
+    if spec.init is not None:
+        described = [s.as_dict() for s in summary]
+        yield from architecture_problems(spec.init, shape.n_features, described)
+    total = sum(s.params for s in summary)
     if total > MAX_PARAMS:
         yield ("layers", f"the network has {total:,} parameters; the limit is {MAX_PARAMS:,}")
     n_test = n_test_rows(shape.n_samples, spec.split.test_size)
@@ -235,15 +242,19 @@ def field_path(loc: tuple[int | str, ...]) -> str:
     return path or "$"
 
 
-def parse_spec(payload: Any, datasets: DatasetLookup | None = None) -> JobSpec:
+def parse_spec(
+    payload: Any, datasets: DatasetLookup | None = None, models: ModelLookup | None = None
+) -> JobSpec:
     """Validate a decoded JSON body into a JobSpec, or raise SpecError with field paths.
 
-    `datasets` resolves `{"dataset_id": ID}` among the caller's uploads (None: not found).
+    `datasets` resolves `{"dataset_id": ID}` among the caller's uploads, `models` an `init`'s
+    `model_id` among the caller's models (None: not found).
     """
     if not isinstance(payload, dict):
         raise SpecError([{"field": "$", "message": "the job spec must be a JSON object"}])
     try:
-        return JobSpec.model_validate(payload, context={DATASETS_CONTEXT: datasets})
+        context = {DATASETS_CONTEXT: datasets, MODELS_CONTEXT: models}
+        return JobSpec.model_validate(payload, context=context)
     except ValidationError as exc:
         details: list[dict[str, str]] = []
         for error in exc.errors(include_url=False):

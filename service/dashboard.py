@@ -28,6 +28,7 @@ from core.queries import NotFound
 from core.settings import Settings
 from core.spec import SpecError, parse_spec
 from core.uploads import info_lookup
+from core.warmstart import model_lookup
 from service import jobs, jsonutil, ui_auth
 from service import registry as http
 from service.api.common import db, session
@@ -159,7 +160,8 @@ def new_job() -> ResponseReturnValue:
         return _spec_form(SEED_SPEC.read_text() if SEED_SPEC.exists() else "{}")
     text = request.form.get("spec", "")
     try:
-        spec = parse_spec(jsonutil.loads(text), info_lookup(session(), g.tenant_id))
+        lookups = info_lookup(session(), g.tenant_id), model_lookup(session(), g.tenant_id)
+        spec = parse_spec(jsonutil.loads(text), *lookups)
     except jsonutil.BadJSON as exc:
         return _spec_form(text, 400, problems=[{"field": "$", "message": str(exc)}])
     except SpecError as exc:

@@ -7,14 +7,14 @@ import json
 import logging
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.cost import Cost, Limits, job_cost, over_limits
-from core.db import Database, rowcount
+from core.db import Database, db_now, rowcount
 from core.dispatch import Quotas, dispatch_once, measured_speed
-from core.models import JOB_STATUSES, Job, JobMetric, utcnow
+from core.models import JOB_STATUSES, Job, JobCheckpoint, JobMetric
 from core.queries import owned, page
 from core.settings import Settings
 from core.spec import JobSpec, to_stored
@@ -195,12 +195,14 @@ def cancel_job(job_id: str, *, session: Session, tenant_id: str) -> Job:
                 .values(
                     status="cancelled",
                     cancel_requested=True,
-                    finished_at=utcnow(),
+                    finished_at=db_now(),
                     error_code="cancelled",
                     error_message="cancelled on request before it started",
                 )
             )
         )
+        if done:  # a retried job waiting to resume: its checkpoint is of no use now
+            session.execute(delete(JobCheckpoint).where(JobCheckpoint.job_id == job.id))
         session.commit()
         session.refresh(job)
         if done:

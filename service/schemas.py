@@ -102,6 +102,10 @@ class JobOut(Out):
     error: JobError | None
     model_id: str | None
     attempts: int
+    resumed_from_epoch: int | None = Field(
+        description="The epoch the current attempt resumed from (its checkpoint's): a retried "
+        "job keeps the epochs up to it and trains on from there. Null when it started afresh."
+    )
     cancel_requested: bool
     training: Training | None
     cost: CostOut | None = Field(description="What the job costs, as worked out at submission.")
@@ -113,6 +117,7 @@ class JobOut(Out):
         error = JobError(code=job.error_code, message=job.error_message) if job.error_code else None
         return cls(
             **same_names(job, "id", "name", "status", "engine", "model_id", "attempts", "spec"),
+            resumed_from_epoch=job.resumed_from_epoch,
             cancel_requested=job.cancel_requested,
             created_at=iso(job.created_at),
             started_at=iso(job.started_at),

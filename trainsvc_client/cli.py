@@ -112,6 +112,8 @@ def print_job(job: Json, out: TextIO) -> None:
         ("metrics", metrics_line(job.get("metrics") or {})),
         ("model", job.get("model_id")),
     ]
+    if job.get("resumed_from_epoch"):
+        rows.insert(-2, ("resumed", f"from the checkpoint after epoch {job['resumed_from_epoch']}"))
     if error:
         rows.append(("error", f"{error.get('code')}: {error.get('message')}"))
     training = job.get("training") or {}
@@ -145,6 +147,8 @@ class EpochProgress:
         if state != self.status and job["status"] not in TERMINAL:  # the summary says how it ended
             self.status = state
             attempt = f" (attempt {job['attempts']})" if job.get("attempts", 0) > 1 else ""
+            if job.get("resumed_from_epoch"):
+                attempt += f", resumed after epoch {job['resumed_from_epoch']}"
             self.write(f"job {job['id']} {job['status']}{attempt}")
         if job["status"] == "running":
             self._ensure_bar()

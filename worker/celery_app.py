@@ -6,6 +6,7 @@ import logging
 from typing import Any, ClassVar
 
 from celery import Celery, bootsteps
+from celery.signals import worker_shutting_down
 
 from core.db import Database
 from core.dispatch import Quotas, dispatch_once, forget_worker, register_worker
@@ -13,6 +14,8 @@ from core.messages import TRAIN_TASK, broker_options, celery_config
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
+
+POOL_CHECK_SECONDS = 0.25
 
 
 class TrainingCelery(Celery):
@@ -47,6 +50,10 @@ def make_celery(settings: Settings) -> TrainingCelery:
         worker_cancel_long_running_tasks_on_connection_loss=False,
         task_soft_time_limit=settings.job_soft_time_limit,
         task_time_limit=settings.job_time_limit,
+        # How long the main process waits for a dead pool process's result before it raises
+        # WorkerLostError (default 10 s): results are ignored here, so there is none to wait for,
+        # and the sooner it is raised the sooner the job is handed back (worker/tasks.py).
+        worker_lost_wait=0.2,
     )
     app.settings = settings
     app.db = Database(settings.database_url)
@@ -65,10 +72,13 @@ class HousekeepingStep(bootsteps.StartStopStep):
         super().__init__(parent, **kwargs)
         self.trefs: list[Any] = []
         self.name = ""
+        self.app: TrainingCelery | None = None
 
     def start(self, worker: Any) -> None:
         app: TrainingCelery = worker.app
         self.name = worker.hostname
+        self.app = app
+        worker_shutting_down.connect(self.shutting_down, sender=self.name, weak=False)
         concurrency = int(worker.concurrency or 1)
         settings = app.settings
         self.dispatch(app, self.name, concurrency)  # registered (its slots count) at once
@@ -81,6 +91,9 @@ class HousekeepingStep(bootsteps.StartStopStep):
             ),
             worker.timer.call_repeatedly(
                 settings.reap_interval_seconds, self.reap, (app,), priority=10
+            ),
+            worker.timer.call_repeatedly(
+                POOL_CHECK_SECONDS, self.check_pool, (worker,), priority=10
             ),
         ]
 
@@ -100,6 +113,33 @@ class HousekeepingStep(bootsteps.StartStopStep):
             dispatch_once(app.db, app.enqueue, app.quotas)
         except Exception:
             log.exception("dispatcher pass failed")
+
+    def shutting_down(self, sender: Any = None, how: str = "", **_kwargs: Any) -> None:
+        """A warm shutdown (SIGTERM) waits for running tasks: have each job checkpoint at its
+        next epoch's end and go back to the queue, rather than hold the shutdown for hours."""
+        if how != "Warm" or self.app is None:
+            return
+        from worker.jobs import request_handback
+
+        try:
+            asked = request_handback(self.app.db, self.name)
+            log.info("shutting down: %d running job(s) asked to checkpoint and go back", asked)
+        except Exception:
+            log.exception("could not ask the running jobs to go back")
+
+    @staticmethod
+    def check_pool(worker: Any) -> None:
+        """Look for dead pool processes now, not at the pool's own 5-second tick.
+
+        A pool process found dead is marked lost at the next look after `worker_lost_wait`;
+        its job is then handed back (worker/tasks.py): a few looks, well under a second.
+        """
+        pool = getattr(worker.pool, "_pool", None)  # prefork's billiard pool, once started
+        if pool is not None and hasattr(pool, "maintain_pool"):
+            try:
+                pool.maintain_pool()
+            except Exception:
+                log.exception("pool check failed")
 
     @staticmethod
     def reap(app: TrainingCelery) -> None:

@@ -9,12 +9,13 @@ from typing import Any
 
 from celery.signals import setup_logging
 
-from core import logs
+from core import clock, logs
 from core.settings import Settings
 from worker.celery_app import make_celery
 from worker.engines import keras_engine
 
 settings = Settings.from_env()
+clock.set_skew(settings.clock_skew_seconds)  # tests only; the pool processes inherit it
 celery = make_celery(settings)
 keras_engine.configure(settings.tf_num_threads)  # read by the pool processes after the fork
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, exists, select, update
 
-from core.db import Database, rowcount
-from core.models import Job, utcnow
+from core.db import Database, aware, read_db_now, rowcount
+from core.models import TERMINAL_STATUSES, Job, JobCheckpoint
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,17 +38,24 @@ def ended(status: str, code: str, message: str, at: datetime) -> dict[str, Any]:
 
 
 def reap_once(db: Database, enqueue: Callable[[str], None], settings: Settings) -> ReapReport:
-    """One pass over stale running jobs and long-queued jobs."""
+    """One pass over stale running jobs and long-queued jobs, by the database server's clock."""
     report = ReapReport()
-    now = utcnow()
-    stale_before = now - timedelta(seconds=settings.stale_after_seconds)
     with db.begin() as session:
+        now = read_db_now(session)
+        stale_before = now - timedelta(seconds=settings.stale_after_seconds)
         stale = session.execute(
-            select(Job.id, Job.attempts, Job.heartbeat_at, Job.started_at, Job.cancel_requested)
+            select(
+                Job.id,
+                Job.attempts,
+                Job.heartbeat_at,
+                Job.started_at,
+                Job.cancel_requested,
+                Job.worker,
+            )
             .where(Job.status == "running", Job.heartbeat_at < stale_before)
             .limit(100)
         ).all()
-    for job_id, attempts, heartbeat, started, cancel in stale:
+    for job_id, attempts, heartbeat, started, cancel, host in stale:
         fence = (
             Job.id == job_id,
             Job.status == "running",
@@ -65,18 +72,22 @@ def reap_once(db: Database, enqueue: Callable[[str], None], settings: Settings) 
                 "failed", "timeout", "the job ran past its hard time limit and was stopped", now
             )
         elif attempts >= settings.max_attempts:
+            silent = (now - aware(heartbeat)).total_seconds() if heartbeat else 0.0
             values = ended(
                 "failed",
                 "worker_lost",
-                f"the worker running this job stopped {attempts} times "
-                f"(MAX_ATTEMPTS={settings.max_attempts}); it may be too large for a "
-                "worker's memory",
+                f"no heartbeat for {silent:.0f} s from {host or 'its worker'} during attempt "
+                f"{attempts} of MAX_ATTEMPTS={settings.max_attempts} (stale after "
+                f"{settings.stale_after_seconds:g} s): the host stopped, or lost its way to the "
+                "database",
                 now,
             )
         else:
             values = {"status": "queued", "enqueued_at": now}
         with db.begin() as session:
             changed = rowcount(session.execute(update(Job).where(*fence).values(**values)))
+            if changed and values["status"] in TERMINAL_STATUSES:
+                session.execute(delete(JobCheckpoint).where(JobCheckpoint.job_id == job_id))
         if not changed:
             continue
         if values["status"] == "queued":
@@ -123,6 +134,9 @@ def reap_once(db: Database, enqueue: Callable[[str], None], settings: Settings) 
                 )
     if report.resent:
         log.info("re-sent %d queued job(s) to the broker", len(report.resent))
+    with db.begin() as session:  # a checkpoint whose job ended by another path
+        over = exists().where(Job.id == JobCheckpoint.job_id, Job.status.in_(TERMINAL_STATUSES))
+        session.execute(delete(JobCheckpoint).where(over))
     return report
 
 

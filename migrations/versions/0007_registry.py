@@ -1,7 +1,7 @@
 """The model registry: registered models, their numbered versions, aliases and history.
 
 Revision ID: 0007
-Revises: 0008 (the evaluation, merged first)
+Revises: 0009 (evaluation and checkpoints, merged first)
 Create Date: 2026-12-01
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

@@ -9,6 +9,7 @@ from core.models import Job
 from core.settings import Settings
 from core.spec import SpecError, parse_spec
 from core.uploads import info_lookup
+from core.warmstart import model_lookup
 from service import events, jobs, plots
 from service.api.common import db, flag, json_body, paging, session, tenant
 from service.errors import ApiError
@@ -27,7 +28,8 @@ def _authenticate() -> None:
 def submit() -> ResponseReturnValue:
     payload = json_body()
     try:
-        spec = parse_spec(payload, info_lookup(session(), tenant()))
+        lookups = info_lookup(session(), tenant()), model_lookup(session(), tenant())
+        spec = parse_spec(payload, *lookups)
     except SpecError as exc:
         raise ApiError(422, str(exc), code="invalid_spec", details=exc.details) from None
     settings: Settings = current_app.config["TRAINSVC_SETTINGS"]

@@ -129,6 +129,8 @@ function watchJob(root) {
     badge.className = "badge status-" + job.status;
     root.dataset.status = job.status;
     document.getElementById("attempts").textContent = String(job.attempts);
+    document.getElementById("resumed").hidden = !job.resumed_from_epoch;
+    document.getElementById("resumed-epoch").textContent = String(job.resumed_from_epoch || "");
     epochs = job.progress.epochs || 1;
     const bar = document.querySelector("#progress progress");
     bar.max = job.progress.epochs || 1;

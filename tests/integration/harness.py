@@ -92,9 +92,12 @@ class Harness:
         cleanup.callback(harness.db.dispose)
         return harness
 
-    def start_worker(self, concurrency: int = 1) -> WorkerProcess:
+    def start_worker(self, concurrency: int = 1, **env: str) -> WorkerProcess:
+        """Start a worker process; `env` adds to (or overrides) the harness's settings for it."""
         n = len(self.workers)
-        worker = WorkerProcess(self.env, self.tmp / f"worker-{n}.log", concurrency=concurrency)
+        worker = WorkerProcess(
+            {**self.env, **env}, self.tmp / f"worker-{n}.log", concurrency=concurrency
+        )
         self.cleanup.callback(worker.stop)
         self.workers.append(worker)
         worker.wait_ready()
@@ -169,7 +172,8 @@ def figures(
 
 
 def pool_process_killed(h: Harness, jobs: int = 1) -> dict[str, Any]:
-    """SIGKILL the pool process mid-training; the reaper hands the job to a new pool process."""
+    """SIGKILL the pool process mid-training; the worker's main process hands the job back at
+    once, and a new pool process resumes it from its checkpoint."""
     worker = h.start_worker()
     ids = [h.submit(job_spec(rows=5000, epochs=40, name=f"victim-{i}")) for i in range(jobs)]
     h.wait_until(ids[0], lambda j: j["status"] == "running" and j["progress"]["epoch"] >= 2)

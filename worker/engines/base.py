@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from numpy.typing import NDArray
 
@@ -39,6 +39,48 @@ Check = Callable[[], None]
 
 def no_check() -> None:
     """A Check that never stops training."""
+
+
+@dataclass
+class Snapshot:
+    """What an engine needs to go on training after `epoch` exactly where it stopped."""
+
+    epoch: int
+    arrays: dict[str, NDArray]  # weights (`layers.<i>.<name>`), optimizer slots, best weights
+    state: dict[str, Any]  # plain JSON: the random generator, the optimizer's step, stop policy
+
+
+class Checkpoints(Protocol):
+    """Where an engine stores its snapshots; asked at each epoch's end whether one is due."""
+
+    def due(self) -> bool: ...
+
+    def save(self, snapshot: Snapshot) -> None: ...
+
+
+class NoCheckpoints:
+    """Never due: training that stores no checkpoints."""
+
+    def due(self) -> bool:
+        return False
+
+    def save(self, snapshot: Snapshot) -> None:
+        raise AssertionError("no checkpoint is ever due")
+
+
+@dataclass
+class Start:
+    """How training starts: afresh, from a checkpoint (after the epochs already recorded), or
+    from a finished model's weights (warm start); and where it stores checkpoints."""
+
+    resume: Snapshot | None = None
+    history: list[EpochRecord] = field(default_factory=list)  # the epochs up to resume.epoch
+    init: dict[str, NDArray] | None = None  # artifact-named arrays of the model to start from
+    checkpoints: Checkpoints = field(default_factory=NoCheckpoints)
+
+    @property
+    def first_epoch(self) -> int:
+        return 1 if self.resume is None else self.resume.epoch + 1
 
 
 @dataclass

@@ -39,6 +39,8 @@ from worker.engines.base import (
     EngineResult,
     EpochCallback,
     EpochRecord,
+    Snapshot,
+    Start,
     no_check,
 )
 from worker.engines.stopping import StopPolicy
@@ -188,16 +190,69 @@ def _float_or_none(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+BEST = "best."  # prefix of the best epoch's weights in a snapshot
+OPTIMIZER = "optimizer."  # prefix of the optimizer's variables, by position
+
+
+def _snapshot(
+    epoch: int, model: Any, spec: JobSpec, n_features: int, policy: StopPolicy, best: Any
+) -> Snapshot:
+    """The model's weights, its optimizer's variables (the step count included) and the policy."""
+    arrays = export_arrays(model, spec.layers, n_features)
+    for i, variable in enumerate(model.optimizer.variables):
+        arrays[f"{OPTIMIZER}{i}"] = np.asarray(variable.numpy())
+    if best is not None:
+        for i, weight in enumerate(best):
+            arrays[f"{BEST}{i}"] = np.asarray(weight)
+    state = {"engine": "keras", "policy": policy.state()}
+    return Snapshot(epoch, arrays, state)
+
+
+def _restore(
+    snapshot: Snapshot, model: Any, spec: JobSpec, n_features: int, policy: StopPolicy
+) -> Any:
+    """Load what `_snapshot` saved; returns the best epoch's weights if they were kept."""
+    import_arrays(model, spec.layers, n_features, snapshot.arrays)
+    optimizer = model.optimizer
+    optimizer.build(model.trainable_variables)
+    variables = optimizer.variables
+    saved = sum(1 for name in snapshot.arrays if name.startswith(OPTIMIZER))
+    if saved != len(variables):
+        raise ValueError(
+            f"the checkpoint has {saved} optimizer variables, expected {len(variables)}"
+        )
+    for i, variable in enumerate(variables):
+        variable.assign(snapshot.arrays[f"{OPTIMIZER}{i}"])
+    policy.restore(snapshot.state["policy"])
+    if f"{BEST}0" not in snapshot.arrays:
+        return None
+    return [snapshot.arrays[f"{BEST}{i}"] for i in range(len(model.get_weights()))]
+
+
 def fit_model(
-    spec: JobSpec, data: PreparedData, on_epoch_end: EpochCallback, check: Check = no_check
+    spec: JobSpec,
+    data: PreparedData,
+    on_epoch_end: EpochCallback,
+    check: Check = no_check,
+    start: Start | None = None,
 ) -> tuple[Any, list[EpochRecord], StopPolicy]:
-    """Train a Keras model for `spec`; returns it (best weights restored if asked) and history."""
+    """Train a Keras model for `spec`; returns it (best weights restored if asked) and history.
+
+    From a checkpoint, training takes up after its epoch with its weights and optimizer state
+    (within Keras's own determinism: its shuffling and dropout streams start anew); with
+    initial weights (warm start), it starts from them.
+    """
+    begin = start or Start()
     keras = _keras()
-    keras.utils.set_random_seed(spec.seed)
+    keras.utils.set_random_seed((spec.seed + begin.first_epoch - 1) % 2**32)
     model = build_model(spec, data.n_features)
+    if begin.init is not None:
+        import_arrays(model, spec.layers, data.n_features, begin.init)
     policy = StopPolicy(spec.early_stopping, spec.max_seconds, spec.epochs)
-    history: list[EpochRecord] = []
+    history: list[EpochRecord] = list(begin.history)
     state: dict[str, Any] = {"error": None, "best": None, "started": 0.0}
+    if begin.resume is not None:
+        state["best"] = _restore(begin.resume, model, spec, data.n_features, policy)
 
     class Reporter(keras.callbacks.Callback):  # type: ignore[name-defined]
         """Records each epoch, stops on divergence, cancellation, early stopping or time."""
@@ -240,6 +295,15 @@ def fit_model(
                 return
             if verdict.stop:
                 self.model.stop_training = True
+            elif record.epoch < spec.epochs and begin.checkpoints.due():
+                snapshot = _snapshot(
+                    record.epoch, self.model, spec, data.n_features, policy, state["best"]
+                )
+                try:
+                    begin.checkpoints.save(snapshot)
+                except Exception as exc:  # superseded: stop, re-raised after fit
+                    state["error"] = exc
+                    self.model.stop_training = True
 
     has_val = data.X_val is not None and data.T_val is not None
     model.fit(
@@ -247,6 +311,7 @@ def fit_model(
         data.T_fit,
         validation_data=(data.X_val, data.T_val) if has_val else None,
         epochs=spec.epochs,
+        initial_epoch=begin.first_epoch - 1,
         batch_size=spec.batch_size,
         shuffle=True,
         verbose=0,
@@ -260,12 +325,16 @@ def fit_model(
 
 
 def train(
-    spec: JobSpec, data: PreparedData, on_epoch_end: EpochCallback, check: Check = no_check
+    spec: JobSpec,
+    data: PreparedData,
+    on_epoch_end: EpochCallback,
+    check: Check = no_check,
+    start: Start | None = None,
 ) -> EngineResult:
     """Train `spec` with Keras and export the portable artifact's arrays."""
     keras = _keras()
     try:
-        model, history, policy = fit_model(spec, data, on_epoch_end, check)
+        model, history, policy = fit_model(spec, data, on_epoch_end, check, start)
         scores = model.evaluate(data.X_test, data.T_test, verbose=0, return_dict=True)
         return EngineResult(
             layers=describe_layers(spec.layers),

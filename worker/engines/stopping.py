@@ -75,6 +75,28 @@ class StopPolicy:
             self.stop_reason = "epochs"
         return False
 
+    def state(self) -> dict[str, Any]:
+        """Plain JSON to carry the policy over to a resumed attempt (the time spent included)."""
+        return {
+            "best_value": None if math.isnan(self.best_value) else self.best_value,
+            "best_epoch": self.best_epoch,
+            "wait": self.wait,
+            "stop_reason": self.stop_reason,
+            "stopped_epoch": self.stopped_epoch,
+            "elapsed": time.monotonic() - self.started,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take up where `state()` left off."""
+        best = state["best_value"]
+        self.best_value = math.nan if best is None else float(best)
+        self.best_epoch, self.wait = int(state["best_epoch"]), int(state["wait"])
+        self.stop_reason, self.stopped_epoch = (
+            str(state["stop_reason"]),
+            int(state["stopped_epoch"]),
+        )
+        self.started = time.monotonic() - float(state["elapsed"])
+
     @property
     def restore_best(self) -> bool:
         return bool(self.early_stopping and self.early_stopping.restore_best_weights)

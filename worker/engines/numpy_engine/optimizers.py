@@ -8,7 +8,7 @@ in-place update. `OPTIMIZERS` keys them by the names `core.optimizers` declares.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -19,6 +19,9 @@ from core.registry import Registry
 
 
 class Optimizer:
+    # The names of the state arrays it keeps beside the parameters (a checkpoint saves them).
+    SLOTS: ClassVar[tuple[str, ...]] = ()
+
     def __init__(self, params: NDArray, grads: NDArray, spec: Any) -> None:
         self.params, self.grads = params, grads
         self.spec = spec  # its hyper-parameters, as core.optimizers declares them
@@ -33,8 +36,26 @@ class Optimizer:
     def update(self, param: NDArray, grad: NDArray) -> None:
         raise NotImplementedError
 
+    def slots(self) -> dict[str, NDArray]:
+        """Copies of its state arrays, named `optimizer.<slot>`."""
+        return {
+            f"optimizer.{name}": value.copy()
+            for name in self.SLOTS
+            if (value := getattr(self, name)) is not None
+        }
+
+    def load_slots(self, arrays: dict[str, NDArray], iterations: int) -> None:
+        """Take up the state `slots()` saved after `iterations` steps."""
+        for name in self.SLOTS:
+            value = getattr(self, name)
+            if value is not None:
+                value[...] = arrays[f"optimizer.{name}"]
+        self.iterations = iterations
+
 
 class SGD(Optimizer):
+    SLOTS = ("m",)
+
     def __init__(self, params: NDArray, grads: NDArray, spec: core.SGD) -> None:
         super().__init__(params, grads, spec)
         self.momentum, self.nesterov = spec.momentum, spec.nesterov
@@ -55,6 +76,8 @@ class SGD(Optimizer):
 
 
 class RMSprop(Optimizer):
+    SLOTS = ("v",)
+
     def __init__(self, params: NDArray, grads: NDArray, spec: core.RMSprop) -> None:
         super().__init__(params, grads, spec)
         self.rho, self.epsilon = spec.rho, spec.epsilon
@@ -69,6 +92,8 @@ class RMSprop(Optimizer):
 
 
 class Adam(Optimizer):
+    SLOTS = ("m", "v")
+
     def __init__(self, params: NDArray, grads: NDArray, spec: core.Adam) -> None:
         super().__init__(params, grads, spec)
         self.beta_1, self.beta_2, self.epsilon = spec.beta_1, spec.beta_2, spec.epsilon
