@@ -29,6 +29,8 @@ ID_SHAPE = re.compile(
 ALIAS_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
 ALIAS_LENGTH = 64
 DESCRIPTION_LENGTH = 5000
+# Version numbers are 32-bit integers in the database (a larger one names no version).
+MAX_VERSION = 2**31 - 1
 # The alias /v2/models/{name} serves when no version is given.
 DEFAULT_ALIAS = "production"
 
@@ -185,6 +187,8 @@ def add_version(session: Session, actor: Actor, name: str, model_id: str) -> Mod
 
 
 def find_version(session: Session, row: RegisteredModel, number: int) -> ModelVersion | None:
+    if not 1 <= number <= MAX_VERSION:
+        return None
     return session.get(ModelVersion, (row.id, number))
 
 
@@ -283,6 +287,8 @@ def resolve(
             & (ModelAlias.version == ModelVersion.version),
         ).where(ModelAlias.alias == alias)
     else:
+        if version is None or not 1 <= version <= MAX_VERSION:
+            raise missing(get(session, tenant_id, name).name, f"version {version}")
         query = query.where(ModelVersion.version == version)
     found = session.execute(query).first()
     if found is not None:

@@ -106,6 +106,10 @@ def test_register_alias_predict_move_and_history(stack: Stack, models: dict[str,
     assert "no version 1" in missing["error"]["message"]
     call(stack, "POST", f"{base}@staging/predict", 404, json=body)
     call(stack, "POST", f"{base}/versions/1/predict", 404, json=body)
+    for huge in (2**31, 10**30):  # past a 32-bit column: no such version, not a database error
+        call(stack, "POST", f"{base}/versions/{huge}/predict", 404, json=body)
+        call(stack, "GET", f"{base}/versions/{huge}", 404)
+        call(stack, "DELETE", f"{base}/versions/{huge}", 404)
     call(stack, "DELETE", f"{base}/aliases/staging", 404)
     call(stack, "PATCH", base, 200, json={"description": "second"})
 
