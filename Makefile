@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.memory
 	$(PY) -m benchmarks.checkpoints
 	$(PY) -m benchmarks.takeover
+	$(PY) -m benchmarks.sweep
 
 # Heavier failure scenarios against real processes: one line of figures per scenario.
 reliability: $(STAMP)

@@ -1,5 +1,5 @@
 """SQLAlchemy models: tenants, API keys, dashboard sessions, jobs, per-epoch metrics, job
-checkpoints, trained models, datasets, workers, the model registry."""
+checkpoints, trained models, datasets, workers, the model registry, sweeps."""
 
 from __future__ import annotations
 
@@ -94,6 +94,8 @@ class Job(Base):
         Index("ix_jobs_status_tenant_id", "status", "tenant_id", "id"),
         Index("ix_jobs_tenant_enqueued", "tenant_id", "enqueued_at"),
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idempotency"),
+        # A sweep's trial number is taken once: two controllers cannot both create trial n.
+        UniqueConstraint("sweep_id", "trial", name="uq_jobs_sweep_trial"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -129,6 +131,42 @@ class Job(Base):
     worker: Mapped[str | None] = mapped_column(String(200))
     # The epoch the current attempt resumed from (its checkpoint's); NULL when it started afresh.
     resumed_from_epoch: Mapped[int | None] = mapped_column(Integer)
+    # A sweep's trial: the sweep, the trial's number in it, and the values its space chose.
+    sweep_id: Mapped[str | None] = mapped_column(
+        ForeignKey("sweeps.id", ondelete="CASCADE"), index=True
+    )
+    trial: Mapped[int | None] = mapped_column(Integer)
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+SWEEP_STATUSES = JOB_STATUSES
+
+
+class Sweep(Base):
+    """A search over job specs: its request, state and progress. Its trials are jobs
+    (`Job.sweep_id`), which are the source of truth for what ran and how it went."""
+
+    __tablename__ = "sweeps"
+    __table_args__ = (
+        Index("ix_sweeps_tenant_id", "tenant_id", "id"),
+        Index("ix_sweeps_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    name: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    # The request as validated (base spec with defaults, space, strategy, objective, ...).
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    total: Mapped[int] = mapped_column(Integer)  # trials it will run
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    # The sum of its trials' estimated costs (an upper bound for random and tpe).
+    cost: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class Worker(Base):

@@ -8,7 +8,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from core.db import Database
 from core.settings import Settings
 from service import dashboard, ui_auth
-from service.api import datasets, docs, health, jobs, metrics, models, registry, v2
+from service.api import datasets, docs, health, jobs, metrics, models, registry, sweeps, v2
 from service.api.common import close_session
 from service.auth import KeyCache
 from service.errors import register_error_handlers
@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None) 
     )
     app.after_request(metrics.count_request)
     ui_auth.configure(app, settings.secret_key, secure=settings.cookie_secure)
-    for blueprint in (health.bp, docs.bp, jobs.bp, models.bp, datasets.bp, metrics.bp):
+    for blueprint in (health.bp, docs.bp, jobs.bp, sweeps.bp, models.bp, datasets.bp, metrics.bp):
         app.register_blueprint(blueprint)
     app.register_blueprint(registry.bp)  # /v1/registered-models
     app.register_blueprint(v2.bp)  # the Open Inference Protocol

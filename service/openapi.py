@@ -14,6 +14,7 @@ from core.models import JOB_STATUSES
 from core.schema import ID_LENGTH
 from core.settings import Settings
 from core.spec import JobSpec
+from core.sweep_spec import MAX_TRIALS, SweepRequest
 from service import schemas
 from service.jsonutil import MAX_JSON_DEPTH
 from service.params import MAX_PAGE, MAX_TEXT
@@ -149,6 +150,8 @@ def openapi_document() -> dict[str, Any]:
         return {"name": name, "in": "path", "required": True, "schema": schema}
 
     job_id, model_id, dataset_id = ident("job_id"), ident("model_id"), ident("dataset_id")
+    sweep_id = ident("sweep_id")
+    sweep = c.ref(schemas.SweepOut)
     text = {"type": "string", "maxLength": MAX_TEXT}
     paging = [
         {
@@ -288,6 +291,122 @@ def openapi_document() -> dict[str, Any]:
                 "parameters": [job_id],
                 "responses": {
                     "202": _json(job, "Cancelled, or asked to stop after this epoch"),
+                    **errors(404, 409, 422, *common),
+                },
+            }
+        },
+        "/v1/sweeps": {
+            "post": {
+                "summary": "Submit a sweep: a base job spec, a search space and a strategy",
+                "operationId": "submitSweep",
+                "description": "The space maps job-spec field paths (`optimizer`, "
+                "`optimizer.learning_rate`, `layers[0].units`, `batch_size`, `seed`, ...) to "
+                '`{"choices": [...]}` (values or whole objects) or to a range `{"low", '
+                '"high", "log", "type": "int"|"float"}`. Strategies: `grid` '
+                "(choices only; every combination), `random`, `tpe` (seeded by `seed`). "
+                f"`max_trials` at most {MAX_TRIALS:,}. Every trial is validated as a full job "
+                "spec first: a bad one is a 422 naming its values (`params`) and field path. "
+                "Trials are ordinary jobs (tagged `sweep`), at most `max_parallel` unfinished "
+                "at once; the sweep's total cost is admitted or refused as one job's is.",
+                "parameters": [
+                    {
+                        "name": "dry_run",
+                        "in": "query",
+                        "schema": {"type": "boolean"},
+                        "description": "Validate only: the trials (grid) or the space, the "
+                        "largest network's parameter count, and the cost.",
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": c.ref(SweepRequest, "validation")}},
+                },
+                "responses": {
+                    "202": {
+                        **_json(sweep, "Accepted: the sweep, queued"),
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                    },
+                    "200": _json(c.ref(schemas.SweepDryRun), "Dry run"),
+                    **errors(400, 413, 415, 422, *common),
+                },
+            },
+            "get": {
+                "summary": "List sweeps, newest first (without their leaderboards)",
+                "operationId": "listSweeps",
+                "parameters": [
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": list(JOB_STATUSES)},
+                    },
+                    *paging,
+                ],
+                "responses": {
+                    "200": _json(c.ref(schemas.SweepList), "A page of sweeps"),
+                    **errors(422, *common),
+                },
+            },
+        },
+        "/v1/sweeps/{sweep_id}": {
+            "get": {
+                "summary": "Read a sweep: progress, best trial, leaderboard",
+                "operationId": "getSweep",
+                "parameters": [sweep_id],
+                "responses": {"200": _json(sweep, "The sweep"), **errors(404, 422, *common)},
+            }
+        },
+        "/v1/sweeps/{sweep_id}/plot.png": {
+            "get": {
+                "summary": "Every trial's curve overlaid, beside the objective against each "
+                "searched parameter, as a PNG",
+                "operationId": "getSweepPlot",
+                "parameters": [sweep_id],
+                "responses": {
+                    "200": {
+                        "description": "Pruned trials are red, dashed and end in a cross; "
+                        "cacheable (ETag) once the sweep has finished",
+                        "headers": {"ETag": {"schema": {"type": "string"}}},
+                        "content": {"image/png": {"schema": {"type": "string"}}},
+                    },
+                    "304": {"description": "Not modified (If-None-Match)"},
+                    **errors(404, 422, *common),
+                },
+            }
+        },
+        "/v1/sweeps/{sweep_id}/events": {
+            "get": {
+                "summary": "Server-Sent Events: the sweep, each trial's start and end, and "
+                "every epoch, until the sweep ends",
+                "operationId": "streamSweepEvents",
+                "parameters": [sweep_id],
+                "description": EVENTS_DESCRIPTION,
+                "responses": {
+                    "200": {
+                        "description": "`event: sweep` (data: the sweep without its "
+                        "leaderboard) first and on each change of state, progress or best; "
+                        "`event: trial` (data: job_id, trial, status, params, epochs, metrics, "
+                        "error) when a trial is created, starts and ends; `event: epoch` (data: "
+                        "job_id, trial and one metrics row); `: keepalive` after "
+                        "EVENTS_HEARTBEAT_SECONDS of silence",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **errors(404, 422, *common),
+                    "429": _json(
+                        error,
+                        "Rate limit reached, or the tenant already has EVENTS_MAX_PER_TENANT "
+                        "streams open (code `too_many_streams`); see Retry-After",
+                    ),
+                },
+            }
+        },
+        "/v1/sweeps/{sweep_id}/cancel": {
+            "post": {
+                "summary": "Cancel a sweep: its queued trials at once, its running ones after "
+                "their current epoch",
+                "operationId": "cancelSweep",
+                "parameters": [sweep_id],
+                "responses": {
+                    "202": _json(sweep, "Cancelled"),
                     **errors(404, 409, 422, *common),
                 },
             }

@@ -99,9 +99,9 @@ def test_hostile_json_bodies_are_400(api: Flask) -> None:
         for method, operation in operations.items()
         if "application/json" in operation.get("requestBody", {}).get("content", {})
     ]
-    # submit, predict; the registry's create, update, add version, set alias, and predict by
-    # alias and by version; /v2 infer (by name and by version)
-    assert len(takes_json) == 10
+    # submit a job, submit a sweep, predict; the registry's create, update, add version, set
+    # alias, and predict by alias and by version; /v2 infer (by name and by version)
+    assert len(takes_json) == 11
     for operation in takes_json:
         names = {
             p.name: 1 if p.definition.get("schema", {}).get("type") == "integer" else "nope"

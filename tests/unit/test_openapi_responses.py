@@ -21,6 +21,7 @@ from tests.conftest import RecordingQueue, auth
 from tests.sse import events as parse_events
 from tests.unit.test_api import small_spec
 from worker.jobs import run_job
+from worker.sweeps import advance
 
 ALICE = auth("alice")
 DOC: dict[str, Any] = openapi_document()
@@ -318,6 +319,50 @@ def open_inference(api: Api, app: Flask) -> None:
         app.extensions["trainsvc.db"] = readable
 
 
+def sweeps(api: Api, database: Database) -> None:
+    """/v1/sweeps and a sweep's own routes, run to the end in this process."""
+    body = {
+        "spec": small_spec(),
+        "space": {"optimizer": {"choices": ["sgd", "adam"]}},
+        "strategy": "grid",
+        "objective": {"metric": "loss"},
+    }
+    api.call("post", "/v1/sweeps", 200, query="?dry_run=true", json=body)
+    api.call("post", "/v1/sweeps", 400, data="{not json", content_type="application/json")
+    api.call("post", "/v1/sweeps", 413, json={"pad": "x" * (2 * 1024 * 1024)})
+    api.call("post", "/v1/sweeps", 415, data="a=b", content_type="text/plain")
+    api.call("post", "/v1/sweeps", 422, json={**body, "space": {"nope": {"choices": [1]}}})
+    cancelled = api.call("post", "/v1/sweeps", 202, json=body).get_json()["id"]
+    api.call("post", "/v1/sweeps/{sweep_id}/cancel", 202, sweep_id=cancelled)
+    api.call("post", "/v1/sweeps/{sweep_id}/cancel", 409, sweep_id=cancelled)
+    sweep_id = api.call("post", "/v1/sweeps", 202, json=body).get_json()["id"]
+    while trials := advance(database, sweep_id):
+        for job_id in trials:
+            assert run_job(database, job_id) == "succeeded"
+    advance(database, sweep_id)
+    done = api.call("get", "/v1/sweeps/{sweep_id}", 200, sweep_id=sweep_id).get_json()
+    assert done["status"] == "succeeded" and done["progress"] == {"finished": 2, "total": 2}
+    api.call("get", "/v1/sweeps", 200, query="?limit=1")
+    api.call("get", "/v1/sweeps", 422, query="?status=weird")
+    for template in (
+        "/v1/sweeps/{sweep_id}",
+        "/v1/sweeps/{sweep_id}/plot.png",
+        "/v1/sweeps/{sweep_id}/events",
+    ):
+        api.call("get", template, 404, sweep_id="nope")
+        api.call("get", template, 422, sweep_id="no%00pe")
+    api.call("post", "/v1/sweeps/{sweep_id}/cancel", 404, sweep_id="nope")
+    api.call("post", "/v1/sweeps/{sweep_id}/cancel", 422, sweep_id="x" * 37)
+    etag = api.call("get", "/v1/sweeps/{sweep_id}/plot.png", 200, sweep_id=sweep_id).headers["ETag"]
+    unchanged = {**ALICE, "If-None-Match": etag}
+    api.call("get", "/v1/sweeps/{sweep_id}/plot.png", 304, sweep_id=sweep_id, headers=unchanged)
+    stream = api.call("get", "/v1/sweeps/{sweep_id}/events", 200, sweep_id=sweep_id)
+    got = list(parse_events([stream.get_data(as_text=True)]))
+    assert [e.event for e in got].count("trial") == 2
+    assert got[-1].event == "sweep" and got[-1].data["status"] == "succeeded"
+    check(component("SweepOut"), got[-1].data, "event sweep")
+
+
 def keys_and_limits(api: Api, app: Flask) -> None:
     """Every operation behind a key answers 401 without one and 429 once the key's limit is hit."""
     limiter = app.extensions["trainsvc.ratelimit"]
@@ -361,6 +406,8 @@ def test_every_documented_answer_is_given_and_matches_the_document(
     datasets(api)
     registry(api, app, client, database)
     open_inference(api, app)
+
+    sweeps(api, database)
     keys_and_limits(api, app)
     health(api, queue, monkeypatch)
     missing = sorted(documented() - api.seen)
