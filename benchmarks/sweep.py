@@ -300,7 +300,7 @@ def main() -> None:
             (
                 "(a) best optimizer (mean of 3)",
                 service_best[1],
-                f"= keras's: {keras_best[1]}",
+                f"= {keras_best[1]}",
                 same,
             ),
             ("(b) tiny trials/s", f"{trials_per_s:.1f}", ">= 30", trials_per_s >= 30),

@@ -1,5 +1,5 @@
 """SQLAlchemy models: tenants, API keys, dashboard sessions, jobs, per-epoch metrics, job
-checkpoints, trained models, datasets, workers, sweeps."""
+checkpoints, trained models, datasets, workers, the model registry, sweeps."""
 
 from __future__ import annotations
 
@@ -250,3 +250,64 @@ class Dataset(Base):
     # X (float64) and y as `.npz`, always read with allow_pickle=False.
     data: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RegisteredModel(Base):
+    """A tenant's named model (the registry): numbered versions, each a trained model, and
+    aliases (`production`, `staging`, ...) that point at one version each."""
+
+    __tablename__ = "registered_models"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_registered_models_name"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    name: Mapped[str] = mapped_column(String(128))
+    description: Mapped[str | None] = mapped_column(Text)
+    # The highest version number ever given: numbers are never reused after a deletion.
+    last_version: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelVersion(Base):
+    """Version `version` of a registered model: one trained model of the same tenant."""
+
+    __tablename__ = "model_versions"
+
+    registered_model_id: Mapped[str] = mapped_column(
+        ForeignKey("registered_models.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelAlias(Base):
+    """An alias of a registered model and the version it points at (one row: moving it is one
+    UPDATE)."""
+
+    __tablename__ = "model_aliases"
+
+    registered_model_id: Mapped[str] = mapped_column(
+        ForeignKey("registered_models.id", ondelete="CASCADE"), primary_key=True
+    )
+    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RegistryEvent(Base):
+    """One change to a registered model: what, who (tenant and key prefix) and when."""
+
+    __tablename__ = "registry_events"
+    __table_args__ = (Index("ix_registry_events_model", "registered_model_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    registered_model_id: Mapped[str] = mapped_column(
+        ForeignKey("registered_models.id", ondelete="CASCADE")
+    )
+    action: Mapped[str] = mapped_column(String(32))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    key_prefix: Mapped[str | None] = mapped_column(String(8))
+    at: Mapped[datetime] = mapped_column(default=utcnow)

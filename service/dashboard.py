@@ -20,6 +20,7 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
+from core import model_registry
 from core.activations import ACTIVATIONS
 from core.initializers import INITIALIZERS
 from core.layers import LAYERS
@@ -32,12 +33,13 @@ from core.spec import SpecError, parse_spec
 from core.uploads import info_lookup
 from core.warmstart import model_lookup
 from service import jobs, jsonutil, sweeps, ui_auth
+from service import registry as http
 from service.api import sweeps as api_sweeps
 from service.api.common import db, session
 from service.api.jobs import events_response, plot_response
 from service.api.models import evaluation_plot_response, predict_offloaded
 from service.errors import ApiError, error_response, not_found
-from service.params import Cursor, SignIn, query
+from service.params import MAX_PAGE, Cursor, SignIn, query
 from service.predictions import load_predictor, model_info
 from service.schemas import DryRun, JobOut, Prediction
 
@@ -218,6 +220,8 @@ def job(job_id: str) -> ResponseReturnValue:
         job=JobOut.from_row(found).dump(),
         model=model,
         finished=found.status in TERMINAL_STATUSES,
+        registered=_registered_as(found.model_id),
+        registry_names=_registry_names(),
     )
 
 
@@ -255,6 +259,78 @@ def events(job_id: str) -> ResponseReturnValue:
 @bp.get("/ui/jobs/<job_id>/plot.png")
 def plot(job_id: str) -> ResponseReturnValue:
     return plot_response(jobs.get_job(job_id, session=session(), tenant_id=g.tenant_id))
+
+
+# --- The model registry's pages ----------------------------------------------------------
+
+
+def _registered_as(model_id: str | None) -> list[dict[str, Any]]:
+    """The registered versions this trained model is: name, version, aliases."""
+    if model_id is None:
+        return []
+    found = []
+    for name, version in model_registry.versions_of_model(session(), g.tenant_id, model_id):
+        row = model_registry.get(session(), g.tenant_id, name)
+        aliases = [a for a, v in model_registry.aliases(session(), row).items() if v == version]
+        found.append({"name": name, "version": version, "aliases": aliases})
+    return found
+
+
+def _registry_names() -> list[str]:
+    items, _ = model_registry.listing(session(), g.tenant_id, limit=MAX_PAGE, cursor=None)
+    return [row.name for row in items]
+
+
+@bp.get("/ui/registry")
+def registry_page() -> ResponseReturnValue:
+    """The tenant's registered models, each with its versions and aliases."""
+    page = query(Cursor)
+    items, next_cursor = model_registry.listing(
+        session(), g.tenant_id, limit=MAX_PAGE, cursor=page.cursor
+    )
+    models = [
+        {**http.model_out(session(), row).dump(), "versions": http.versions_out(session(), row)}
+        for row in items
+    ]
+    return render_template("registry.html", models=models, next_cursor=next_cursor)
+
+
+@bp.post("/ui/jobs/<job_id>/register")
+def register(job_id: str) -> ResponseReturnValue:
+    """Register the job's model under a name (created if new) as its next version, and point
+    an alias at it when one is given (e.g. promote it to `production`)."""
+    found = jobs.get_job(job_id, session=session(), tenant_id=g.tenant_id)
+    if found.model_id is None:
+        raise ApiError(409, f"the job is {found.status}; only a succeeded job has a model")
+    name = http.body(http.CreateRegisteredModel, {"name": request.form.get("name", "")}).name
+    alias = request.form.get("alias", "").strip()
+    if alias:
+        alias = http.path_alias(alias)
+    actor = http.actor(session(), g.tenant_id)
+    with http.change(session()):
+        if model_registry.find(session(), g.tenant_id, name) is None:
+            model_registry.create(session(), actor, name, None)
+        version = model_registry.add_version(session(), actor, name, found.model_id).version
+        if alias:
+            model_registry.set_alias(session(), actor, name, alias, version)
+    return redirect(url_for("ui.registry_page", _anchor=f"model-{name}"), 303)
+
+
+@bp.post("/ui/registry/<name>/alias")
+def promote(name: str) -> ResponseReturnValue:
+    """Point an alias of a registered model at one of its versions."""
+    name = http.path_name(name)
+    alias = http.path_alias(request.form.get("alias", "").strip())
+    version = http.body(http.SetAlias, {"version": _whole(request.form.get("version"))}).version
+    with http.change(session()):
+        model_registry.set_alias(
+            session(), http.actor(session(), g.tenant_id), name, alias, version
+        )
+    return redirect(url_for("ui.registry_page", _anchor=f"model-{name}"), 303)
+
+
+def _whole(value: str | None) -> int | str | None:
+    return int(value) if value is not None and value.isdigit() and len(value) < 10 else value
 
 
 @bp.get("/ui/jobs/<job_id>/evaluation.png")

@@ -367,6 +367,108 @@ class DatasetList(Out):
     next_cursor: str | None
 
 
+# --- The model registry -------------------------------------------------------------------
+
+
+class AliasOut(Out):
+    alias: str
+    version: int
+
+
+class ModelVersionOut(Out):
+    name: str = Field(description="The registered model's name.")
+    version: int
+    model_id: str
+    created_at: str
+    aliases: list[str] = Field(description="The aliases pointing at this version.")
+
+
+class RegisteredModelOut(Out):
+    name: str
+    description: str | None
+    created_at: str
+    updated_at: str
+    latest_version: int | None = Field(description="The highest version number present.")
+    aliases: list[AliasOut]
+
+
+class RegisteredModelList(Out):
+    items: list[RegisteredModelOut]
+    next_cursor: str | None
+
+
+class ModelVersionList(Out):
+    items: list[ModelVersionOut]
+
+
+class RegistryEventOut(Out):
+    id: int
+    action: Literal[
+        "created", "updated", "version_added", "version_deleted", "alias_set", "alias_deleted"
+    ]
+    details: dict[str, Any]
+    tenant: str = Field(description="The tenant whose API key made the change.")
+    key_prefix: str | None = Field(description="The first characters of that API key.")
+    at: str
+
+
+class RegistryHistory(Out):
+    name: str
+    items: list[RegistryEventOut] = Field(description="Newest first.")
+    next_cursor: str | None
+
+
+# --- The Open Inference Protocol (KServe V2) ----------------------------------------------
+
+
+class V2Error(Out):
+    error: str
+
+
+class V2ServerMetadata(Out):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class V2Live(Out):
+    live: bool
+
+
+class V2Ready(Out):
+    ready: bool
+
+
+class V2ModelReady(Out):
+    name: str
+    ready: bool
+
+
+class V2Tensor(Out):
+    name: str
+    datatype: Literal["FP32", "FP64", "INT64", "BYTES"]
+    shape: list[int]
+
+
+class V2ModelMetadata(Out):
+    name: str
+    versions: list[str] | None = Field(None, exclude_if=absent)
+    platform: str
+    inputs: list[V2Tensor]
+    outputs: list[V2Tensor]
+
+
+class V2OutputTensor(V2Tensor):
+    data: list[Any] = Field(description="Row-major, flattened.")
+
+
+class V2InferResponse(Out):
+    model_name: str
+    model_version: str | None = Field(None, exclude_if=absent)
+    id: str | None = Field(None, exclude_if=absent)
+    outputs: list[V2OutputTensor]
+
+
 class SweepProgress(Out):
     finished: int = Field(description="Trials in a terminal state.")
     total: int = Field(description="Trials the sweep runs (max_trials, or the grid's size).")

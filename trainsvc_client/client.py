@@ -191,6 +191,8 @@ class Client:
                 raw = response.read()
             except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
                 raise ConnectError(self._unreachable(exc)) from None
+        if not raw and response.status == 204:
+            return None  # deleted: no body
         try:
             return json.loads(raw)
         except ValueError:
@@ -550,6 +552,84 @@ class Client:
         """One dataset: rows, columns, features, label and label counts."""
         result: Json = self.request("GET", f"/v1/datasets/{_quote(dataset_id)}")
         return result
+
+    # -- the model registry ------------------------------------------------------------------
+
+    def register_model(self, name: str, description: str | None = None) -> Json:
+        """Create a registered model name (versions are added with `add_version`)."""
+        body = {"name": name, "description": description}
+        result: Json = self.request("POST", "/v1/registered-models", json_body=body)
+        return result
+
+    def registered_models(self, limit: int | None = None, cursor: str | None = None) -> Json:
+        """One page of registered models, newest first: `{"items": [...], "next_cursor"}`."""
+        params = {"limit": limit, "cursor": cursor}
+        result: Json = self.request("GET", "/v1/registered-models", params=params)
+        return result
+
+    def registered_model(self, name: str) -> Json:
+        """A registered model: description, latest version, aliases."""
+        result: Json = self.request("GET", _registered(name))
+        return result
+
+    def update_registered_model(self, name: str, description: str | None) -> Json:
+        """Change a registered model's description."""
+        body = {"description": description}
+        result: Json = self.request("PATCH", _registered(name), json_body=body)
+        return result
+
+    def delete_registered_model(self, name: str) -> None:
+        """Delete a registered model with its versions and aliases (the models stay)."""
+        self.request("DELETE", _registered(name))
+
+    def add_version(self, name: str, model_id: str) -> Json:
+        """Register a trained model as the name's next version."""
+        body = {"model_id": model_id}
+        result: Json = self.request("POST", _registered(name, "versions"), json_body=body)
+        return result
+
+    def versions(self, name: str) -> list[Json]:
+        """A registered model's versions, oldest first (each with its aliases)."""
+        result: list[Json] = self.request("GET", _registered(name, "versions"))["items"]
+        return result
+
+    def delete_version(self, name: str, version: int) -> None:
+        """Delete a version (refused with 409 while an alias points at it)."""
+        self.request("DELETE", _registered(name, "versions", str(version)))
+
+    def set_alias(self, name: str, alias: str, version: int) -> Json:
+        """Point `alias` (e.g. production) at a version, creating or moving it."""
+        body = {"version": version}
+        result: Json = self.request("PUT", _registered(name, "aliases", alias), json_body=body)
+        return result
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self.request("DELETE", _registered(name, "aliases", alias))
+
+    def registry_history(self, name: str, limit: int | None = None) -> Json:
+        """A registered model's changes, newest first: what, who and when."""
+        params = {"limit": limit}
+        result: Json = self.request("GET", _registered(name, "history"), params=params)
+        return result
+
+    def predict_registered(
+        self,
+        name: str,
+        instances: list[list[Any]],
+        alias: str | None = None,
+        version: int | None = None,
+    ) -> Json:
+        """Predictions from a registered model's alias (default production) or version."""
+        if version is not None:
+            path = _registered(name, "versions", str(version), "predict")
+        else:
+            path = f"/v1/registered-models/{_quote(name)}@{_quote(alias or 'production')}/predict"
+        result: Json = self.request("POST", path, json_body={"instances": instances})
+        return result
+
+
+def _registered(name: str, *parts: str) -> str:
+    return "/".join(["/v1/registered-models", _quote(name), *(_quote(p) for p in parts)])
 
 
 def _quote(segment: str) -> str:

@@ -227,3 +227,51 @@ def test_dashboard_compare_optimizers_sweep(stack: Stack, tmp_path: Path) -> Non
         expect(row.locator(".count")).to_have_text("12/12")
     assert problems == []
     assert failed == []
+
+
+def test_dashboard_registers_a_model_and_promotes_it(stack: Stack, tmp_path: Path) -> None:
+    """From a job's page: register its model with the production alias; on the registry page:
+    register another version and promote it; predictions by alias follow the alias."""
+    require_chromium()
+    from tests.conftest import auth
+    from tests.integration.conftest import submit
+    from tests.support import TINY_SPEC, wait_for_job
+
+    alice = auth("alice")
+    jobs = [
+        wait_for_job(stack.client, submit(stack, {**TINY_SPEC, "seed": s})["id"], alice)
+        for s in (1, 2)
+    ]
+    assert all(job["status"] == "succeeded" for job in jobs)
+    name = f"browser-{jobs[0]['id'][-8:]}"
+    with gunicorn(stack.settings, tmp_path / "gunicorn.log") as server, chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        problems: list[str] = []
+        page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+        sign_in(page, server.url, KEYS["alice"])
+        for job, alias in zip(jobs, ("production", ""), strict=True):
+            page.goto(f"{server.url}/ui/jobs/{job['id']}")
+            page.fill("#register-name", name)
+            page.fill("#register-alias", alias)
+            page.click("#register-form button[type=submit]")
+            expect(page).to_have_url(re.compile(rf"/ui/registry#model-{name}$"))
+        section = page.locator(f"section[data-name='{name}']")
+        expect(section.locator("tr[data-version]")).to_have_count(2)
+        expect(section.locator("[data-alias=production]")).to_have_text("production → v1")
+        expect(section.locator("tr[data-version='1'] .aliases")).to_have_text("production")
+
+        section.locator("select[name=version]").select_option("2")
+        section.locator("form.promote button[type=submit]").click()
+        section = page.locator(f"section[data-name='{name}']")
+        expect(section.locator("[data-alias=production]")).to_have_text("production → v2")
+        expect(section.locator("tr[data-version='2'] .aliases")).to_have_text("production")
+        page.click("nav >> text=Jobs")
+        page.goto(f"{server.url}/ui/jobs/{jobs[1]['id']}")
+        expect(page.locator("#registered-as")).to_contain_text(f"{name} v2")
+    assert problems == []
+    by_alias = stack.client.post(
+        f"/v1/registered-models/{name}@production/predict",
+        json={"instances": [[0.5, 0.5]]},
+        headers=alice,
+    )
+    assert by_alias.headers["X-Model-Id"] == jobs[1]["model_id"]
