@@ -29,18 +29,22 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# The dashboard's browser test drives Debian's Chromium (Playwright cannot download its own here).
+# Test peers from Debian's packages, installed on first use: Chromium for the dashboard's browser
+# test (Playwright cannot download its own here), nginx for the reverse-proxy test.
+APT_INSTALL = SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); export DEBIAN_FRONTEND=noninteractive; \
+	$$SUDO apt-get install -y -q $(1) || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q $(1); }
 CHROMIUM ?= /usr/bin/chromium
+NGINX ?= /usr/sbin/nginx
 $(CHROMIUM):
 	@echo "Installing Debian's chromium for the dashboard's browser test"
-	@SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	export DEBIAN_FRONTEND=noninteractive; \
-	$$SUDO apt-get install -y -q chromium || \
-		{ $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
+	@$(call APT_INSTALL,chromium)
+$(NGINX):
+	@echo "Installing Debian's nginx-light for the reverse-proxy test (deploy/nginx.conf)"
+	@$(call APT_INSTALL,nginx-light)
 
 browser: $(CHROMIUM)
 
-test: lint $(CHROMIUM)
+test: lint $(CHROMIUM) $(NGINX)
 	$(PY) -m pytest
 
 # Speed and accuracy figures (not tests): prints each benchmark's table with its targets.
@@ -53,6 +57,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.memory
 	$(PY) -m benchmarks.checkpoints
 	$(PY) -m benchmarks.takeover
+	$(PY) -m benchmarks.sweep
 
 # Heavier failure scenarios against real processes: one line of figures per scenario.
 reliability: $(STAMP)

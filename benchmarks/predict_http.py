@@ -14,6 +14,7 @@ import json
 import multiprocessing
 import socket
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -48,9 +49,14 @@ ROW = [
 
 
 def request_bytes(port: int, model_id: str) -> bytes:
-    body = json.dumps({"instances": [ROW]}).encode()
+    return post_bytes(port, f"/v1/models/{model_id}/predict", {"instances": [ROW]})
+
+
+def post_bytes(port: int, path: str, payload: object) -> bytes:
+    """A whole HTTP/1.1 POST of `payload` as JSON, with the benchmark's key."""
+    body = json.dumps(payload).encode()
     head = (
-        f"POST /v1/models/{model_id}/predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
         f"Authorization: Bearer {KEY}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     )
@@ -119,7 +125,117 @@ def keras_predict_ms(db_url: str, model_id: str) -> float:
     return statistics.median(times) * 1000
 
 
+# --- Our predict route against the bare web stack, and the Open Inference Protocol ------------
+
+
+def register(db_url: str, model_id: str) -> str:
+    """Register the model as "bench" version 1 with the `production` alias; the name."""
+    from core import model_registry
+    from core.db import Database
+
+    actor = model_registry.Actor("bench")
+    with Database(db_url).begin() as session:
+        model_registry.create(session, actor, "bench", None)
+        model_registry.add_version(session, actor, "bench", model_id)
+        model_registry.set_alias(session, actor, "bench", "production", 1)
+    return "bench"
+
+
+def v2_body(rows: list[list[float]]) -> dict[str, object]:
+    flat = [x for row in rows for x in row]
+    shape = [len(rows), len(rows[0])]
+    return {"inputs": [{"name": "input", "datatype": "FP32", "shape": shape, "data": flat}]}
+
+
+def side_by_side(url: str, tmp: Path, model_id: str, rounds: int, per_round: int) -> None:
+    """Our predict route, the bare Flask route and /v2 infer, served by the same gunicorn
+    configuration at once and measured in turns (so the machine's drift touches all alike).
+
+    Our API runs twice: with its request limits counted in process memory (the embedded setup,
+    as the rest of this benchmark runs) and, when Redis answers, counted in Redis (the compose
+    setup), where each request makes one round trip to Redis. Rate limiting is on in both, with a
+    limit no run reaches.
+    """
+    from tests.support import redis_url
+
+    name = register(url, model_id)
+    limits = {"RATE_LIMIT_PER_MINUTE": "100000000"}
+    memory = {**limits, "BROKER_URL": f"filesystem://{tmp / 'broker'}"}
+    servers = [start_gunicorn(url, tmp, app="benchmarks.bare_app:create_app()")]
+    servers.append(start_gunicorn(url, tmp, 2, None, **memory))
+    redis = redis_url()
+    if redis is not None:
+        servers.append(start_gunicorn(url, tmp, 2, None, **limits, BROKER_URL=redis))
+    (_, bare_port), (_, port) = servers[0], servers[1]
+    batch = (np.random.default_rng(0).standard_normal((1000, len(ROW)))).round(6).tolist()
+    one_row = {"instances": [ROW]}
+    payloads = {
+        "bare flask": (bare_port, post_bytes(bare_port, "/echo", one_row)),
+        "predict": (port, request_bytes(port, model_id)),
+        "predict by alias": (
+            port,
+            post_bytes(port, f"/v1/registered-models/{name}@production/predict", one_row),
+        ),
+        "v2 infer": (port, post_bytes(port, f"/v2/models/{name}/infer", v2_body([ROW]))),
+        "v2 infer 1000 rows": (port, post_bytes(port, f"/v2/models/{name}/infer", v2_body(batch))),
+    }
+    if redis is not None:
+        redis_port = servers[2][1]
+        payloads["predict, limits in Redis"] = (redis_port, request_bytes(redis_port, model_id))
+    p50s: dict[str, list[float]] = {k: [] for k in payloads}
+    rps: dict[str, float] = {}
+    try:
+        for server_port, payload in payloads.values():
+            for _ in range(100):  # warm every worker: caches, connections, imports
+                one_request(server_port, payload)
+        for _ in range(rounds):
+            for label, (server_port, payload) in payloads.items():
+                count = per_round // 20 if "1000" in label else per_round
+                p50s[label].append(load(server_port, payload, 1, count)[0])
+        for label in ("bare flask", "predict", "v2 infer", "predict, limits in Redis"):
+            if label in payloads:
+                server_port, payload = payloads[label]
+                rps[label] = max(load(server_port, payload, c, per_round // 2)[2] for c in (4, 16))
+    finally:
+        for proc, _ in servers:
+            stop(proc)
+    p50 = {label: statistics.median(values) for label, values in p50s.items()}
+    print(
+        f"\n{'one client, median of ' + str(rounds) + ' rounds':<32}{'p50 ms':>9}{'best req/s':>12}"
+    )
+    for label, value in p50.items():
+        best = f"{rps[label]:.0f}" if label in rps else ""
+        print(f"{label:<32}{value:>9.3f}{best:>12}")
+    over_bare = p50["predict"] / p50["bare flask"]
+    rps_ratio = rps["predict"] / rps["bare flask"]
+    v2_ratio = p50["v2 infer"] / p50["predict"]
+    rows = [
+        ("predict p50 / bare flask p50", f"{over_bare:.2f}x", "<= 1.3x", over_bare <= 1.3),
+        ("predict req/s / bare flask req/s", f"{rps_ratio:.2f}x", ">= 0.7x", rps_ratio >= 0.7),
+        ("v2 infer p50 / predict p50", f"{v2_ratio:.2f}x", "<= 1.2x", v2_ratio <= 1.2),
+        ("v2 infer, 1,000 rows, p50", f"{p50['v2 infer 1000 rows']:.1f} ms", "(reported)", True),
+    ]
+    if "predict, limits in Redis" in p50:
+        redis_ratio = p50["predict, limits in Redis"] / p50["bare flask"]
+        redis_rps = rps["predict, limits in Redis"] / rps["bare flask"]
+        rows += [
+            ("Redis limits: p50 / bare", f"{redis_ratio:.2f}x", "<= 1.3x", redis_ratio <= 1.3),
+            ("Redis limits: req/s / bare", f"{redis_rps:.2f}x", ">= 0.7x", redis_rps >= 0.7),
+        ]
+    print_table(rows)
+
+
 def main() -> None:
+    if "--side-by-side" in sys.argv:
+        quick = "--quick" in sys.argv
+        with tempfile.TemporaryDirectory() as tmp_dir:
+            tmp = Path(tmp_dir)
+            url, db = prepare_database(tmp)
+            model_id = train_model(db, "numpy")
+            side_by_side(
+                url, tmp, model_id, rounds=3 if quick else 7, per_round=300 if quick else 1000
+            )
+        return
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         url, db = prepare_database(tmp)

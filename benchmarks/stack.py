@@ -50,11 +50,17 @@ def train_model(db: Database, engine: str, **changes: Any) -> str:
         return found.model_id
 
 
-def start_gunicorn(url: str, tmp: Path, workers: int = 2, **env: str) -> tuple[Any, int]:
+def start_gunicorn(
+    url: str, tmp: Path, workers: int = 2, app: str | None = None, **env: str
+) -> tuple[Any, int]:
+    """Gunicorn with the shipped configuration serving the API (or `app`, another factory)."""
     port = free_port()
+    command = api_command("127.0.0.1", port, "--workers", str(workers))
+    if app is not None:
+        command[-1] = app
     proc = subprocess.Popen(
         # The shipped configuration, as `make run` and compose use it.
-        api_command("127.0.0.1", port, "--workers", str(workers)),
+        command,
         env={
             **os.environ,
             "LOG_LEVEL": "WARNING",

@@ -1,5 +1,5 @@
 """SQLAlchemy models: tenants, API keys, dashboard sessions, jobs, per-epoch metrics, job
-checkpoints, trained models, datasets, workers."""
+checkpoints, trained models, datasets, workers, the model registry, sweeps."""
 
 from __future__ import annotations
 
@@ -94,6 +94,8 @@ class Job(Base):
         Index("ix_jobs_status_tenant_id", "status", "tenant_id", "id"),
         Index("ix_jobs_tenant_enqueued", "tenant_id", "enqueued_at"),
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idempotency"),
+        # A sweep's trial number is taken once: two controllers cannot both create trial n.
+        UniqueConstraint("sweep_id", "trial", name="uq_jobs_sweep_trial"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -129,6 +131,42 @@ class Job(Base):
     worker: Mapped[str | None] = mapped_column(String(200))
     # The epoch the current attempt resumed from (its checkpoint's); NULL when it started afresh.
     resumed_from_epoch: Mapped[int | None] = mapped_column(Integer)
+    # A sweep's trial: the sweep, the trial's number in it, and the values its space chose.
+    sweep_id: Mapped[str | None] = mapped_column(
+        ForeignKey("sweeps.id", ondelete="CASCADE"), index=True
+    )
+    trial: Mapped[int | None] = mapped_column(Integer)
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+SWEEP_STATUSES = JOB_STATUSES
+
+
+class Sweep(Base):
+    """A search over job specs: its request, state and progress. Its trials are jobs
+    (`Job.sweep_id`), which are the source of truth for what ran and how it went."""
+
+    __tablename__ = "sweeps"
+    __table_args__ = (
+        Index("ix_sweeps_tenant_id", "tenant_id", "id"),
+        Index("ix_sweeps_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    name: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    # The request as validated (base spec with defaults, space, strategy, objective, ...).
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    total: Mapped[int] = mapped_column(Integer)  # trials it will run
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    # The sum of its trials' estimated costs (an upper bound for random and tpe).
+    cost: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class Worker(Base):
@@ -212,3 +250,64 @@ class Dataset(Base):
     # X (float64) and y as `.npz`, always read with allow_pickle=False.
     data: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RegisteredModel(Base):
+    """A tenant's named model (the registry): numbered versions, each a trained model, and
+    aliases (`production`, `staging`, ...) that point at one version each."""
+
+    __tablename__ = "registered_models"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_registered_models_name"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    name: Mapped[str] = mapped_column(String(128))
+    description: Mapped[str | None] = mapped_column(Text)
+    # The highest version number ever given: numbers are never reused after a deletion.
+    last_version: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelVersion(Base):
+    """Version `version` of a registered model: one trained model of the same tenant."""
+
+    __tablename__ = "model_versions"
+
+    registered_model_id: Mapped[str] = mapped_column(
+        ForeignKey("registered_models.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelAlias(Base):
+    """An alias of a registered model and the version it points at (one row: moving it is one
+    UPDATE)."""
+
+    __tablename__ = "model_aliases"
+
+    registered_model_id: Mapped[str] = mapped_column(
+        ForeignKey("registered_models.id", ondelete="CASCADE"), primary_key=True
+    )
+    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RegistryEvent(Base):
+    """One change to a registered model: what, who (tenant and key prefix) and when."""
+
+    __tablename__ = "registry_events"
+    __table_args__ = (Index("ix_registry_events_model", "registered_model_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    registered_model_id: Mapped[str] = mapped_column(
+        ForeignKey("registered_models.id", ondelete="CASCADE")
+    )
+    action: Mapped[str] = mapped_column(String(32))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    key_prefix: Mapped[str | None] = mapped_column(String(8))
+    at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -8,10 +8,10 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.orm import InstrumentedAttribute, Session, load_only
 
-from core.models import Dataset, Job, Model
+from core.models import Dataset, Job, Model, RegisteredModel, Sweep
 
 # The kinds a tenant owns, each named by a string id (a new one is added here).
-Row = TypeVar("Row", Job, Dataset, Model)
+Row = TypeVar("Row", Job, Dataset, Model, RegisteredModel, Sweep)
 Columns = Sequence[InstrumentedAttribute[Any]]
 
 
@@ -26,7 +26,9 @@ class NotFound(LookupError):
         return str(self.args[0])
 
     @classmethod
-    def of(cls, model: type[Job | Dataset | Model], row_id: str) -> NotFound:
+    def of(
+        cls, model: type[Job | Dataset | Model | RegisteredModel | Sweep], row_id: str
+    ) -> NotFound:
         """The error for a missing row of `model` (its kind is the class name: Job → job)."""
         return cls(model.__name__.lower(), row_id)
 

@@ -54,6 +54,7 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "WORKER_MAX_MEMORY_PER_CHILD": ("worker_max_memory_per_child", int),
     "MODEL_CACHE_SIZE": ("model_cache_size", int),
     "MAX_PREDICT_ROWS": ("max_predict_rows", int),
+    "REGISTRY_CACHE_SECONDS": ("registry_cache_seconds", float),
     "HEARTBEAT_SECONDS": ("heartbeat_seconds", float),
     "STALE_AFTER_SECONDS": ("stale_after_seconds", float),
     "REQUEUE_AFTER_SECONDS": ("requeue_after_seconds", float),
@@ -118,6 +119,10 @@ class Settings:
     worker_max_memory_per_child: int = 2_000_000
     model_cache_size: int = 64
     max_predict_rows: int = 10_000
+    # How long an API process reuses what a registered name (with an alias or a version)
+    # resolved to, so predicting by name costs no database round trip; another process sees an
+    # alias moved within this long (the process that moved it at once). 0: look up every time.
+    registry_cache_seconds: float = 1.0
     # A running job writes a heartbeat this often; one silent for stale_after_seconds has lost
     # its worker and is put back in the queue (at most max_attempts runs in all).
     heartbeat_seconds: float = 5.0

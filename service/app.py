@@ -8,7 +8,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from core.db import Database
 from core.settings import Settings
 from service import dashboard, ui_auth
-from service.api import datasets, docs, health, jobs, metrics, models
+from service.api import datasets, docs, health, jobs, metrics, models, registry, sweeps, v2
 from service.api.common import close_session
 from service.auth import KeyCache
 from service.errors import register_error_handlers
@@ -20,6 +20,7 @@ from service.plots import PlotCache
 from service.predictions import ModelCache
 from service.queue import CeleryQueue, JobQueue
 from service.ratelimit import make_rate_limiter
+from service.registry import ResolveCache
 from service.streamcap import make_stream_cap
 
 
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None) 
     app.extensions["trainsvc.queue"] = queue or CeleryQueue(settings)
     app.extensions["trainsvc.models"] = ModelCache(settings.model_cache_size)
     app.extensions["trainsvc.keys"] = KeyCache()
+    app.extensions["trainsvc.registry"] = ResolveCache(settings.registry_cache_seconds)
     app.extensions["trainsvc.plots"] = PlotCache()
     app.extensions["trainsvc.events"] = Hub(
         app.extensions["trainsvc.db"],
@@ -72,7 +74,9 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None) 
     )
     app.after_request(metrics.count_request)
     ui_auth.configure(app, settings.secret_key, secure=settings.cookie_secure)
-    for blueprint in (health.bp, docs.bp, jobs.bp, models.bp, datasets.bp, metrics.bp):
+    for blueprint in (health.bp, docs.bp, jobs.bp, sweeps.bp, models.bp, datasets.bp, metrics.bp):
         app.register_blueprint(blueprint)
+    app.register_blueprint(registry.bp)  # /v1/registered-models
+    app.register_blueprint(v2.bp)  # the Open Inference Protocol
     app.register_blueprint(dashboard.bp)  # the pages at / and /ui/, signed in by cookie
     return app

@@ -66,7 +66,9 @@ def loads(text: str | bytes, **kwargs: Any) -> Any:
         except UnicodeDecodeError:
             raise BadJSON("the JSON is not valid Unicode text") from None
     raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
-    if json_depth(raw, stop=MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+    # Few enough brackets cannot nest too deep: most bodies skip the scan (costly when small).
+    few = raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH
+    if not few and json_depth(raw, stop=MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise BadJSON(
             f"the JSON nests arrays and objects more than {MAX_JSON_DEPTH} deep "
             f"(at most {MAX_JSON_DEPTH} levels are accepted)"

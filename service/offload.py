@@ -34,6 +34,19 @@ def run(work: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     return result
 
 
+# A request body this small (a few rows to predict) is work of microseconds, less than the hop
+# to a native thread and back costs; it runs on the loop.
+SMALL_BYTES = 16 * 1024
+
+
+def run_sized(size: int | None, work: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """`work` where it is called when `size` (the request body's bytes) is under SMALL_BYTES,
+    else off the event loop as `run` does."""
+    if size is not None and size < SMALL_BYTES:
+        return work(*args, **kwargs)
+    return run(work, *args, **kwargs)
+
+
 def native_lock() -> Any:
     """A lock of the operating system's, for work that `run` sends to native threads.
 

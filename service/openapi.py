@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
 from pydantic import BaseModel
 
+from core import model_registry
 from core.models import JOB_STATUSES
 from core.schema import ID_LENGTH
 from core.settings import Settings
 from core.spec import JobSpec
+from core.sweep_spec import MAX_TRIALS, SweepRequest
 from service import schemas
 from service.jsonutil import MAX_JSON_DEPTH
 from service.params import MAX_PAGE, MAX_TEXT
 from service.predictions import PredictRequest
+from service.registry import CreateRegisteredModel, CreateVersion, SetAlias, UpdateRegisteredModel
 
 REF = "#/components/schemas/{model}"
 _DEFAULTS = Settings()
@@ -147,6 +151,8 @@ def openapi_document() -> dict[str, Any]:
         return {"name": name, "in": "path", "required": True, "schema": schema}
 
     job_id, model_id, dataset_id = ident("job_id"), ident("model_id"), ident("dataset_id")
+    sweep_id = ident("sweep_id")
+    sweep = c.ref(schemas.SweepOut)
     text = {"type": "string", "maxLength": MAX_TEXT}
     paging = [
         {
@@ -290,6 +296,122 @@ def openapi_document() -> dict[str, Any]:
                 },
             }
         },
+        "/v1/sweeps": {
+            "post": {
+                "summary": "Submit a sweep: a base job spec, a search space and a strategy",
+                "operationId": "submitSweep",
+                "description": "The space maps job-spec field paths (`optimizer`, "
+                "`optimizer.learning_rate`, `layers[0].units`, `batch_size`, `seed`, ...) to "
+                '`{"choices": [...]}` (values or whole objects) or to a range `{"low", '
+                '"high", "log", "type": "int"|"float"}`. Strategies: `grid` '
+                "(choices only; every combination), `random`, `tpe` (seeded by `seed`). "
+                f"`max_trials` at most {MAX_TRIALS:,}. Every trial is validated as a full job "
+                "spec first: a bad one is a 422 naming its values (`params`) and field path. "
+                "Trials are ordinary jobs (tagged `sweep`), at most `max_parallel` unfinished "
+                "at once; the sweep's total cost is admitted or refused as one job's is.",
+                "parameters": [
+                    {
+                        "name": "dry_run",
+                        "in": "query",
+                        "schema": {"type": "boolean"},
+                        "description": "Validate only: the trials (grid) or the space, the "
+                        "largest network's parameter count, and the cost.",
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": c.ref(SweepRequest, "validation")}},
+                },
+                "responses": {
+                    "202": {
+                        **_json(sweep, "Accepted: the sweep, queued"),
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                    },
+                    "200": _json(c.ref(schemas.SweepDryRun), "Dry run"),
+                    **errors(400, 413, 415, 422, *common),
+                },
+            },
+            "get": {
+                "summary": "List sweeps, newest first (without their leaderboards)",
+                "operationId": "listSweeps",
+                "parameters": [
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": list(JOB_STATUSES)},
+                    },
+                    *paging,
+                ],
+                "responses": {
+                    "200": _json(c.ref(schemas.SweepList), "A page of sweeps"),
+                    **errors(422, *common),
+                },
+            },
+        },
+        "/v1/sweeps/{sweep_id}": {
+            "get": {
+                "summary": "Read a sweep: progress, best trial, leaderboard",
+                "operationId": "getSweep",
+                "parameters": [sweep_id],
+                "responses": {"200": _json(sweep, "The sweep"), **errors(404, 422, *common)},
+            }
+        },
+        "/v1/sweeps/{sweep_id}/plot.png": {
+            "get": {
+                "summary": "Every trial's curve overlaid, beside the objective against each "
+                "searched parameter, as a PNG",
+                "operationId": "getSweepPlot",
+                "parameters": [sweep_id],
+                "responses": {
+                    "200": {
+                        "description": "Pruned trials are red, dashed and end in a cross; "
+                        "cacheable (ETag) once the sweep has finished",
+                        "headers": {"ETag": {"schema": {"type": "string"}}},
+                        "content": {"image/png": {"schema": {"type": "string"}}},
+                    },
+                    "304": {"description": "Not modified (If-None-Match)"},
+                    **errors(404, 422, *common),
+                },
+            }
+        },
+        "/v1/sweeps/{sweep_id}/events": {
+            "get": {
+                "summary": "Server-Sent Events: the sweep, each trial's start and end, and "
+                "every epoch, until the sweep ends",
+                "operationId": "streamSweepEvents",
+                "parameters": [sweep_id],
+                "description": EVENTS_DESCRIPTION,
+                "responses": {
+                    "200": {
+                        "description": "`event: sweep` (data: the sweep without its "
+                        "leaderboard) first and on each change of state, progress or best; "
+                        "`event: trial` (data: job_id, trial, status, params, epochs, metrics, "
+                        "error) when a trial is created, starts and ends; `event: epoch` (data: "
+                        "job_id, trial and one metrics row); `: keepalive` after "
+                        "EVENTS_HEARTBEAT_SECONDS of silence",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **errors(404, 422, *common),
+                    "429": _json(
+                        error,
+                        "Rate limit reached, or the tenant already has EVENTS_MAX_PER_TENANT "
+                        "streams open (code `too_many_streams`); see Retry-After",
+                    ),
+                },
+            }
+        },
+        "/v1/sweeps/{sweep_id}/cancel": {
+            "post": {
+                "summary": "Cancel a sweep: its queued trials at once, its running ones after "
+                "their current epoch",
+                "operationId": "cancelSweep",
+                "parameters": [sweep_id],
+                "responses": {
+                    "202": _json(sweep, "Cancelled"),
+                    **errors(404, 409, 422, *common),
+                },
+            }
+        },
         "/v1/datasets": {
             "post": {
                 "summary": "Upload a CSV dataset (a header row; one label column)",
@@ -378,6 +500,8 @@ def openapi_document() -> dict[str, Any]:
             }
         },
     }
+    paths.update(registry_paths(c, errors, common))
+    paths.update(v2_paths(c))
     paths.update(_evaluation_and_export(model_id, errors, common))
     health = c.ref(schemas.Health)
     for path, summary in (("/healthz", "Liveness"), ("/readyz", "Readiness: database, broker")):
@@ -398,4 +522,311 @@ def openapi_document() -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"bearer": []}],
+    }
+
+
+def _path(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def registry_paths(
+    c: _Components, errors: Callable[..., dict[str, Any]], common: tuple[int, ...]
+) -> dict[str, Any]:
+    """/v1/registered-models: the model registry (names, versions, aliases, history)."""
+    name = _path(
+        "name",
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": model_registry.NAME_LENGTH,
+            "pattern": model_registry.NAME_PATTERN,
+        },
+    )
+    alias = _path(
+        "alias",
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": model_registry.ALIAS_LENGTH,
+            "pattern": model_registry.ALIAS_PATTERN,
+        },
+    )
+    version = _path("version", {"type": "integer", "minimum": 1})
+    registered = c.ref(schemas.RegisteredModelOut)
+    one_version = c.ref(schemas.ModelVersionOut)
+    prediction = c.ref(schemas.Prediction)
+    created = {"headers": {"Location": {"schema": {"type": "string"}}}}
+    predict_body = _body(c.ref(PredictRequest, "validation"))
+    predicted = {
+        **_json(prediction, "Predictions, as from /v1/models/{model_id}/predict"),
+        "headers": {
+            "X-Model-Version": {"schema": {"type": "string"}},
+            "X-Model-Id": {"schema": {"type": "string"}},
+        },
+    }
+    gone = {"204": {"description": "Deleted"}}
+    body_errors = (400, 413, 415, 422)  # malformed JSON, too large, not JSON, not valid
+    return {
+        "/v1/registered-models": {
+            "post": {
+                "summary": "Register a model name (versions are added to it)",
+                "operationId": "createRegisteredModel",
+                "description": f"Names match `{model_registry.NAME_PATTERN}` and are per "
+                "tenant; a name taken by this tenant answers 409.",
+                "requestBody": _body(c.ref(CreateRegisteredModel, "validation")),
+                "responses": {
+                    "201": {**_json(registered, "Registered"), **created},
+                    **errors(400, 409, 413, 415, 422, *common),
+                },
+            },
+            "get": {
+                "summary": "List registered models, newest first",
+                "operationId": "listRegisteredModels",
+                "parameters": _paging(),
+                "responses": {
+                    "200": _json(c.ref(schemas.RegisteredModelList), "A page"),
+                    **errors(422, *common),
+                },
+            },
+        },
+        "/v1/registered-models/{name}": {
+            "get": {
+                "summary": "Read a registered model (aliases, latest version)",
+                "operationId": "getRegisteredModel",
+                "parameters": [name],
+                "responses": {"200": _json(registered, "The model"), **errors(404, 422, *common)},
+            },
+            "patch": {
+                "summary": "Change a registered model's description",
+                "operationId": "updateRegisteredModel",
+                "parameters": [name],
+                "requestBody": _body(c.ref(UpdateRegisteredModel, "validation")),
+                "responses": {
+                    "200": _json(registered, "Changed"),
+                    **errors(*body_errors, 404, *common),
+                },
+            },
+            "delete": {
+                "summary": "Delete a registered model, its versions, aliases and history "
+                "(the trained models stay)",
+                "operationId": "deleteRegisteredModel",
+                "parameters": [name],
+                "responses": {**gone, **errors(404, 422, *common)},
+            },
+        },
+        "/v1/registered-models/{name}/versions": {
+            "post": {
+                "summary": "Add one of the tenant's trained models as the next version",
+                "operationId": "createModelVersion",
+                "description": "Versions are numbered 1, 2, ...; a deleted version's number is "
+                "not given again. Another tenant's model id answers 404.",
+                "parameters": [name],
+                "requestBody": _body(c.ref(CreateVersion, "validation")),
+                "responses": {
+                    "201": {**_json(one_version, "Added"), **created},
+                    **errors(*body_errors, 404, *common),
+                },
+            },
+            "get": {
+                "summary": "List a registered model's versions, oldest first",
+                "operationId": "listModelVersions",
+                "parameters": [name],
+                "responses": {
+                    "200": _json(c.ref(schemas.ModelVersionList), "The versions"),
+                    **errors(404, 422, *common),
+                },
+            },
+        },
+        "/v1/registered-models/{name}/versions/{version}": {
+            "get": {
+                "summary": "Read a version",
+                "operationId": "getModelVersion",
+                "parameters": [name, version],
+                "responses": {
+                    "200": _json(one_version, "The version"),
+                    **errors(404, 422, *common),
+                },
+            },
+            "delete": {
+                "summary": "Delete a version (409 while an alias points at it)",
+                "operationId": "deleteModelVersion",
+                "parameters": [name, version],
+                "responses": {**gone, **errors(404, 409, 422, *common)},
+            },
+        },
+        "/v1/registered-models/{name}/aliases/{alias}": {
+            "put": {
+                "summary": "Point an alias at a version (creates it, or moves it atomically)",
+                "operationId": "setModelAlias",
+                "description": "A version the model does not have answers 422.",
+                "parameters": [name, alias],
+                "requestBody": _body(c.ref(SetAlias, "validation")),
+                "responses": {
+                    "200": _json(registered, "The model with its aliases"),
+                    **errors(*body_errors, 404, *common),
+                },
+            },
+            "delete": {
+                "summary": "Delete an alias",
+                "operationId": "deleteModelAlias",
+                "parameters": [name, alias],
+                "responses": {**gone, **errors(404, 422, *common)},
+            },
+        },
+        "/v1/registered-models/{name}/history": {
+            "get": {
+                "summary": "Every change to a registered model: what, who (tenant, key prefix), "
+                "when; newest first",
+                "operationId": "getRegisteredModelHistory",
+                "parameters": [name, *_paging()],
+                "responses": {
+                    "200": _json(c.ref(schemas.RegistryHistory), "A page of changes"),
+                    **errors(404, 422, *common),
+                },
+            }
+        },
+        "/v1/registered-models/{name}@{alias}/predict": {
+            "post": {
+                "summary": "Predict with the version an alias points at",
+                "operationId": "predictByAlias",
+                "parameters": [name, alias],
+                "requestBody": predict_body,
+                "responses": {"200": predicted, **errors(*body_errors, 404, 500, *common)},
+            }
+        },
+        "/v1/registered-models/{name}/versions/{version}/predict": {
+            "post": {
+                "summary": "Predict with a version",
+                "operationId": "predictByVersion",
+                "parameters": [name, version],
+                "requestBody": predict_body,
+                "responses": {"200": predicted, **errors(*body_errors, 404, 500, *common)},
+            }
+        },
+    }
+
+
+def _paging() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "limit",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 20},
+        },
+        {"name": "cursor", "in": "query", "schema": {"type": "string", "maxLength": ID_LENGTH}},
+    ]
+
+
+V2_NAME = (
+    "A registered model's name (its `production` alias unless a version is given) or a model id."
+)
+
+
+def v2_paths(c: _Components) -> dict[str, Any]:
+    """/v2: the Open Inference Protocol (KServe V2) over REST. Errors are `{"error": "..."}`."""
+    error = c.ref(schemas.V2Error)
+    text = {
+        400: "Bad request: unreadable JSON, a missing or unknown input, wrong shape or "
+        "datatype (FP32 or FP64 only; BYTES refused), non-finite data, an unknown output, "
+        "binary tensor data",
+        401: "Missing or invalid API key",
+        404: "No such model name, version or id for this tenant (or no `production` alias)",
+        413: "Body too large",
+        429: "Rate limit reached; see Retry-After",
+    }
+
+    def errors(*codes: int) -> dict[str, Any]:
+        return {str(code): _json(error, text[code]) for code in codes}
+
+    name = {**_path("model_name", {"type": "string", "minLength": 1}), "description": V2_NAME}
+    version = _path("model_version", {"type": "string", "pattern": "^[0-9]{1,9}$"})
+    metadata = _json(c.ref(schemas.V2ModelMetadata), "The model's input and output tensors")
+    ready = _json(c.ref(schemas.V2ModelReady), "Loaded and ready")
+    infer = {
+        "summary": "Inference: one FP32 input `input` [rows, n_features], data flat or nested "
+        "(row-major); outputs `probabilities` and `predictions` (classification) or "
+        "`predictions` (regression); `outputs` may ask for a subset; `id` is echoed",
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object", "required": ["inputs"]}}},
+        },
+        "responses": {
+            "200": _json(c.ref(schemas.V2InferResponse), "The output tensors"),
+            **errors(400, 404, 413, 401, 429),
+        },
+    }
+    by_name = [name]
+    by_version = [name, version]
+    return {
+        "/v2": {
+            "get": {
+                "summary": "Open Inference Protocol: server metadata",
+                "operationId": "v2ServerMetadata",
+                "responses": {
+                    "200": _json(c.ref(schemas.V2ServerMetadata), "The server"),
+                    **errors(401, 429),
+                },
+            }
+        },
+        "/v2/health/live": {
+            "get": {
+                "summary": "Open Inference Protocol: server live",
+                "operationId": "v2Live",
+                "security": [],
+                "responses": {"200": _json(c.ref(schemas.V2Live), "Live")},
+            }
+        },
+        "/v2/health/ready": {
+            "get": {
+                "summary": "Open Inference Protocol: server ready (the database answers)",
+                "operationId": "v2Ready",
+                "security": [],
+                "responses": {
+                    "200": _json(c.ref(schemas.V2Ready), "Ready"),
+                    "503": _json(c.ref(schemas.V2Ready), "Not ready"),
+                },
+            }
+        },
+        "/v2/models/{model_name}": {
+            "get": {
+                "summary": "Open Inference Protocol: model metadata",
+                "operationId": "v2ModelMetadata",
+                "parameters": by_name,
+                "responses": {"200": metadata, **errors(404, 401, 429)},
+            }
+        },
+        "/v2/models/{model_name}/versions/{model_version}": {
+            "get": {
+                "summary": "Open Inference Protocol: a version's metadata",
+                "operationId": "v2ModelVersionMetadata",
+                "parameters": by_version,
+                "responses": {"200": metadata, **errors(404, 401, 429)},
+            }
+        },
+        "/v2/models/{model_name}/ready": {
+            "get": {
+                "summary": "Open Inference Protocol: model ready",
+                "operationId": "v2ModelReady",
+                "parameters": by_name,
+                "responses": {"200": ready, **errors(404, 401, 429)},
+            }
+        },
+        "/v2/models/{model_name}/versions/{model_version}/ready": {
+            "get": {
+                "summary": "Open Inference Protocol: a version ready",
+                "operationId": "v2ModelVersionReady",
+                "parameters": by_version,
+                "responses": {"200": ready, **errors(404, 401, 429)},
+            }
+        },
+        "/v2/models/{model_name}/infer": {
+            "post": {**infer, "operationId": "v2Infer", "parameters": by_name}
+        },
+        "/v2/models/{model_name}/versions/{model_version}/infer": {
+            "post": {**infer, "operationId": "v2InferVersion", "parameters": by_version}
+        },
     }

@@ -11,11 +11,14 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.lru import LRU
-from core.models import TERMINAL_STATUSES, Job
+from core.models import TERMINAL_STATUSES, Job, JobMetric, Sweep
+from core.sweeps import summarize
 from service import offload
 from service.jobs import job_history
 
@@ -199,3 +202,138 @@ def evaluation_plot(
         return cached
     png = offload.run(render_evaluation_png, evaluation, title)
     return cache.put(key, png)
+
+
+# -- a sweep: every trial's curve, and the objective against each searched parameter ------
+
+
+PRUNED_COLOR, BEST_COLOR = "#d62728", "#2ca02c"
+
+
+def sweep_plot(sweep: Sweep, *, session: Session, cache: PlotCache) -> tuple[str, bytes, bool]:
+    """(ETag, PNG, final) for a sweep's figure; a finished sweep's is rendered once and cached."""
+    final = sweep.status in TERMINAL_STATUSES
+    key = f"sweep:{sweep.id}"
+    if final and (cached := cache.get(key)) is not None:
+        return (*cached, True)
+    summary = summarize(session, sweep)
+    metric = sweep.request["objective"]["metric"]
+    curve = metric if not metric.startswith("test_") else "val_loss"
+    trials = summary.board
+    ids = [t.job_id for t in trials]
+    curves: dict[str, list[tuple[int, float]]] = {job_id: [] for job_id in ids}
+    if ids:
+        column = getattr(JobMetric, curve)
+        for job_id, epoch, value in session.execute(
+            select(JobMetric.job_id, JobMetric.epoch, column)
+            .where(JobMetric.job_id.in_(ids))
+            .order_by(JobMetric.job_id, JobMetric.epoch)
+        ):
+            if value is not None:
+                curves[job_id].append((epoch, float(value)))
+    lines = [
+        {
+            "points": curves[t.job_id],
+            "pruned": t.error is not None and t.error.get("code") == "pruned",
+            "best": summary.best is not None and t.job_id == summary.best.job_id,
+        }
+        for t in trials
+    ]
+    points = [
+        (t.params, float(t.objective), t.status == "succeeded")
+        for t in trials
+        if t.objective is not None
+    ]
+    title = f"{sweep.name or sweep.id} — {sweep.status} ({summary.finished}/{summary.total})"
+    png = offload.run(
+        render_sweep_png, lines, points, list(sweep.request["space"]), curve, metric, title
+    )
+    if final:
+        return (*cache.put(key, png), True)
+    return etag_for(png), png, False
+
+
+def render_sweep_png(
+    lines: list[dict[str, Any]],
+    points: list[tuple[dict[str, Any], float, bool]],
+    names: list[str],
+    curve: str,
+    metric: str,
+    title: str,
+) -> bytes:
+    """Every trial's curve overlaid (pruned ones red and dashed, ending in x; the best green),
+    beside the objective against each searched parameter (trials that did not finish: x, at
+    their last value)."""
+    panels = 1 + len(names)
+    cols = min(panels, 3)
+    rows = math.ceil(panels / cols)
+    with _RENDER_LOCK:
+        fig = Figure(figsize=(5.0 * cols, 3.8 * rows), dpi=100, layout="constrained")
+        FigureCanvasAgg(fig)
+        fig.suptitle(title)
+        axes = fig.subplots(rows, cols, squeeze=False).ravel()
+        ax = axes[0]
+        ax.set_title(f"{curve} per epoch, every trial")
+        ax.set_xlabel("Epoch")
+        ax.set_ylabel(curve)
+        ax.grid(True, alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        for line in sorted(lines, key=lambda item: item["best"]):
+            if not line["points"]:
+                continue
+            epochs, ys = zip(*line["points"], strict=True)
+            if line["pruned"]:
+                ax.plot(epochs, ys, color=PRUNED_COLOR, ls="--", lw=1, alpha=0.7)
+                ax.plot(epochs[-1:], ys[-1:], color=PRUNED_COLOR, marker="x", ms=6)
+            elif line["best"]:
+                ax.plot(epochs, ys, color=BEST_COLOR, lw=2.2)
+            else:
+                ax.plot(epochs, ys, color=TRAIN_COLOR, lw=1, alpha=0.6)
+        handles = [
+            Line2D([], [], color=TRAIN_COLOR, label="trial"),
+            Line2D([], [], color=PRUNED_COLOR, ls="--", marker="x", label="pruned"),
+            Line2D([], [], color=BEST_COLOR, lw=2.2, label="best"),
+        ]
+        ax.legend(handles=handles, fontsize="small")
+        for ax, name in zip(axes[1:], names, strict=False):
+            ax.set_title(f"{metric} vs {name}", fontsize="medium")
+            ax.set_xlabel(name)
+            ax.set_ylabel(metric)
+            ax.grid(True, alpha=0.3)
+            values = [(p[name], v, done) for p, v, done in points if name in p]
+            numbers = [
+                float(x)
+                for x, _, _ in values
+                if isinstance(x, int | float) and not isinstance(x, bool)
+            ]
+            if len(numbers) == len(values):
+                xs: list[float] = numbers
+                if numbers and min(numbers) > 0 and max(numbers) / min(numbers) >= 100:
+                    ax.set_xscale("log")
+            else:
+                labels: list[str] = []
+                for x, _, _ in values:
+                    if _label(x) not in labels:
+                        labels.append(_label(x))
+                xs = [float(labels.index(_label(x))) for x, _, _ in values]
+                ax.set_xticks(range(len(labels)), labels, fontsize="x-small", rotation=15)
+            for done, color, marker in ((True, VAL_COLOR, "o"), (False, PRUNED_COLOR, "x")):
+                chosen = [(x, v) for x, (_, v, d) in zip(xs, values, strict=True) if d == done]
+                if chosen:
+                    ax.scatter(*zip(*chosen, strict=True), s=18, color=color, marker=marker)
+        for ax in axes[panels:]:
+            ax.set_visible(False)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _label(value: Any) -> str:
+    """A short label for a chosen value (an optimizer object: its type and settings)."""
+    if isinstance(value, dict):
+        head = str(value.get("type", ""))
+        rest = ", ".join(f"{k}={v}" for k, v in value.items() if k != "type")
+        text = f"{head} {rest}".strip()
+    else:
+        text = str(value)
+    return text if len(text) <= 28 else text[:27] + "…"

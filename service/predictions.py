@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -34,16 +35,24 @@ class ModelCache(LRU[str, tuple[str, Predictor]]):
 
 
 def load_predictor(
-    model_id: str, *, session: Session, tenant_id: str, cache: ModelCache
+    model_id: str,
+    *,
+    session: Session | Callable[[], Session],
+    tenant_id: str,
+    cache: ModelCache,
 ) -> Predictor:
-    """The tenant's model, from the cache or the database; `NotFound` (404) for anyone else's."""
+    """The tenant's model, from the cache or the database; `NotFound` (404) for anyone else's.
+
+    `session` may be a function giving one, called only when the model is not in the cache.
+    """
     cached = cache.get(model_id)
     if cached is not None:
         owner, predictor = cached
         if owner != tenant_id:
             raise NotFound.of(Model, model_id)
         return predictor
-    row = owned(session, Model, model_id, tenant_id, columns=(Model.weights,))
+    database = session if isinstance(session, Session) else session()
+    row = owned(database, Model, model_id, tenant_id, columns=(Model.weights,))
     try:
         predictor = Predictor.from_bytes(row.weights)
     except ArtifactError as exc:

@@ -67,12 +67,35 @@ class RedisRateLimiter(_Limiter):
     """Counts in Redis, so every API process shares one limit per key."""
 
     def __init__(self, url: str, per_minute: int) -> None:
-        self.per_minute = per_minute
+        self.url, self.per_minute = url, per_minute
         self.client = redis_client(url, timeout=0.5)
+
+    @staticmethod
+    def _name(key: str, now: float) -> str:
+        return f"trainsvc:ratelimit:{key}:{int(now // WINDOW)}"
+
+    def over_and_hit(
+        self, failures: RedisRateLimiter, address: str, key: str
+    ) -> tuple[float | None, float | None]:
+        """`failures.over(address)` and `self.hit(key)` in one round trip to Redis."""
+        now = time.time()
+        name = self._name(key, now)
+        try:
+            pipe = self.client.pipeline()
+            pipe.get(self._name(address, now))
+            pipe.incr(name, 1)
+            pipe.expire(name, int(WINDOW) + 5)
+            failed, count, _ = pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("rate limit not checked: %s", exc)
+            return None, None
+        if int(failed or 0) > failures.per_minute:
+            return _retry_after(now), None
+        return None, None if int(count) <= self.per_minute else _retry_after(now)
 
     def _count(self, key: str, add: int) -> float | None:
         now = time.time()
-        name = f"trainsvc:ratelimit:{key}:{int(now // WINDOW)}"
+        name = self._name(key, now)
         try:
             if add:
                 pipe = self.client.pipeline()
@@ -94,6 +117,27 @@ class NoRateLimit:
 
     def over(self, key: str) -> float | None:
         return None
+
+
+def over_and_hit(
+    failures: RateLimiter, address: str, limiter: RateLimiter, key: str
+) -> tuple[float | None, float | None]:
+    """Whether `address` is over its failed authentications (the seconds to wait, or None) and,
+    if it is not, `limiter.hit(key)`: in one Redis round trip when both count in the same Redis.
+
+    A request from an address over its failures is refused before its key's request is counted
+    (the one-round-trip form counts it too: the key's count is one higher, no more).
+    """
+    if (
+        isinstance(failures, RedisRateLimiter)
+        and isinstance(limiter, RedisRateLimiter)
+        and failures.url == limiter.url
+    ):
+        return limiter.over_and_hit(failures, address, key)
+    wait = failures.over(address)
+    if wait is not None:
+        return wait, None
+    return None, limiter.hit(key)
 
 
 def make_rate_limiter(broker_url: str, per_minute: int) -> RateLimiter:

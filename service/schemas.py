@@ -12,8 +12,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.cost import Cost
-from core.models import Dataset, Job, JobMetric, Model
+from core.models import Dataset, Job, JobMetric, Model, Sweep
 from core.spec import JobSpec
+from core.sweeps import Summary, TrialRow
 
 
 def iso(value: datetime | None) -> str | None:
@@ -63,9 +64,26 @@ class Progress(Out):
 class JobError(Out):
     code: str = Field(
         examples=["diverged"],
-        description="diverged, timeout, cancelled, worker_lost, invalid_spec or internal_error",
+        description="diverged, timeout, cancelled, worker_lost, invalid_spec, internal_error, "
+        "or pruned (a sweep's trial stopped by its pruner)",
     )
     message: str | None
+    epoch: int | None = Field(
+        None, exclude_if=absent, description="pruned: the epoch after which it was stopped"
+    )
+    rule: str | None = Field(
+        None,
+        exclude_if=absent,
+        description="pruned: the pruner: median, successive_halving or hyperband",
+    )
+
+
+class TrialTag(Out):
+    """What makes a job a sweep's trial."""
+
+    sweep_id: str
+    trial: int = Field(description="The trial's number in its sweep, from 0.")
+    params: dict[str, Any] = Field(description="The values the search space chose, by path.")
 
 
 class Training(Out):
@@ -110,11 +128,26 @@ class JobOut(Out):
     training: Training | None
     cost: CostOut | None = Field(description="What the job costs, as worked out at submission.")
     spec: dict[str, Any] = Field(description="The job spec, with every default filled in.")
+    sweep: TrialTag | None = Field(
+        None, exclude_if=absent, description="Present on a sweep's trials only."
+    )
 
     @classmethod
     def from_row(cls, job: Job) -> JobOut:
         """The job as clients see it."""
-        error = JobError(code=job.error_code, message=job.error_message) if job.error_code else None
+        info = job.info or {}
+        error = None
+        if job.error_code:
+            pruned = info.get("pruned") or {}
+            error = JobError(
+                code=job.error_code,
+                message=job.error_message,
+                epoch=pruned.get("epoch"),
+                rule=pruned.get("rule"),
+            )
+        sweep = None
+        if job.sweep_id is not None:
+            sweep = TrialTag(sweep_id=job.sweep_id, trial=job.trial or 0, params=job.params or {})
         return cls(
             **same_names(job, "id", "name", "status", "engine", "model_id", "attempts", "spec"),
             resumed_from_epoch=job.resumed_from_epoch,
@@ -125,8 +158,9 @@ class JobOut(Out):
             progress=Progress(epoch=job.progress_epoch, epochs=job.progress_epochs),
             metrics=job.metrics or {},
             error=error,
-            training=job.info,
+            training=info if "stop_reason" in info else None,
             cost=job.cost,
+            sweep=sweep,
         )
 
 
@@ -331,3 +365,226 @@ class DatasetOut(Out):
 class DatasetList(Out):
     items: list[DatasetOut]
     next_cursor: str | None
+
+
+# --- The model registry -------------------------------------------------------------------
+
+
+class AliasOut(Out):
+    alias: str
+    version: int
+
+
+class ModelVersionOut(Out):
+    name: str = Field(description="The registered model's name.")
+    version: int
+    model_id: str
+    created_at: str
+    aliases: list[str] = Field(description="The aliases pointing at this version.")
+
+
+class RegisteredModelOut(Out):
+    name: str
+    description: str | None
+    created_at: str
+    updated_at: str
+    latest_version: int | None = Field(description="The highest version number present.")
+    aliases: list[AliasOut]
+
+
+class RegisteredModelList(Out):
+    items: list[RegisteredModelOut]
+    next_cursor: str | None
+
+
+class ModelVersionList(Out):
+    items: list[ModelVersionOut]
+
+
+class RegistryEventOut(Out):
+    id: int
+    action: Literal[
+        "created", "updated", "version_added", "version_deleted", "alias_set", "alias_deleted"
+    ]
+    details: dict[str, Any]
+    tenant: str = Field(description="The tenant whose API key made the change.")
+    key_prefix: str | None = Field(description="The first characters of that API key.")
+    at: str
+
+
+class RegistryHistory(Out):
+    name: str
+    items: list[RegistryEventOut] = Field(description="Newest first.")
+    next_cursor: str | None
+
+
+# --- The Open Inference Protocol (KServe V2) ----------------------------------------------
+
+
+class V2Error(Out):
+    error: str
+
+
+class V2ServerMetadata(Out):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class V2Live(Out):
+    live: bool
+
+
+class V2Ready(Out):
+    ready: bool
+
+
+class V2ModelReady(Out):
+    name: str
+    ready: bool
+
+
+class V2Tensor(Out):
+    name: str
+    datatype: Literal["FP32", "FP64", "INT64", "BYTES"]
+    shape: list[int]
+
+
+class V2ModelMetadata(Out):
+    name: str
+    versions: list[str] | None = Field(None, exclude_if=absent)
+    platform: str
+    inputs: list[V2Tensor]
+    outputs: list[V2Tensor]
+
+
+class V2OutputTensor(V2Tensor):
+    data: list[Any] = Field(description="Row-major, flattened.")
+
+
+class V2InferResponse(Out):
+    model_name: str
+    model_version: str | None = Field(None, exclude_if=absent)
+    id: str | None = Field(None, exclude_if=absent)
+    outputs: list[V2OutputTensor]
+
+
+class SweepProgress(Out):
+    finished: int = Field(description="Trials in a terminal state.")
+    total: int = Field(description="Trials the sweep runs (max_trials, or the grid's size).")
+
+
+class Best(Out):
+    job_id: str
+    model_id: str | None
+    value: float = Field(description="The objective of this trial.")
+    params: dict[str, Any]
+
+
+class TrialOut(Out):
+    job_id: str
+    trial: int
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    params: dict[str, Any]
+    objective: float | None = Field(
+        description="The objective metric's final value (its last one for a trial that stopped)."
+    )
+    metrics: dict[str, float | None]
+    epochs: int = Field(description="Epochs run.")
+    seconds: float | None = Field(description="Training wall time, claim to end.")
+    model_id: str | None
+    error: JobError | None = Field(description="Why it stopped: e.g. pruned, with epoch and rule.")
+
+    @classmethod
+    def from_trial(cls, row: TrialRow) -> TrialOut:
+        return cls.model_validate(row.as_dict())
+
+
+class SweepProblem(Out):
+    code: str
+    message: str | None
+
+
+class SweepObjective(Out):
+    metric: str
+    direction: Literal["minimize", "maximize"]
+
+
+class SweepOut(Out):
+    id: str
+    name: str | None
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    progress: SweepProgress
+    best: Best | None
+    leaderboard: list[TrialOut] | None = Field(
+        None,
+        exclude_if=absent,
+        description="Best first by the objective; ended trials without a value after, pending "
+        "(running, then queued) last. Left out of listings.",
+    )
+    strategy: Literal["grid", "random", "tpe"]
+    objective: SweepObjective
+    max_trials: int
+    max_parallel: int
+    pruner: dict[str, Any] | None
+    seed: int
+    space: dict[str, Any]
+    spec: dict[str, Any] = Field(description="The base job spec, with every default filled in.")
+    cancel_requested: bool
+    error: SweepProblem | None
+    cost: CostOut | None = Field(description="The sum of its trials' estimated costs.")
+
+    @classmethod
+    def from_row(cls, sweep: Sweep, summary: Summary, *, board: bool = True) -> SweepOut:
+        """The sweep as clients see it, with its trials' summary."""
+        request = sweep.request
+        best = None
+        if summary.best is not None and summary.best.objective is not None:
+            best = Best(
+                job_id=summary.best.job_id,
+                model_id=summary.best.model_id,
+                value=summary.best.objective,
+                params=summary.best.params,
+            )
+        error = (
+            SweepProblem(code=sweep.error_code, message=sweep.error_message)
+            if sweep.error_code
+            else None
+        )
+        return cls(
+            **same_names(sweep, "id", "name", "status", "cancel_requested"),
+            created_at=iso(sweep.created_at),
+            started_at=iso(sweep.started_at),
+            finished_at=iso(sweep.finished_at),
+            progress=SweepProgress(finished=summary.finished, total=summary.total),
+            best=best,
+            leaderboard=[TrialOut.from_trial(t) for t in summary.board] if board else None,
+            **{k: request[k] for k in ("strategy", "objective", "max_trials", "max_parallel")},
+            **{k: request[k] for k in ("pruner", "seed", "space", "spec")},
+            error=error,
+            cost=sweep.cost,
+        )
+
+
+class SweepList(Out):
+    items: list[SweepOut] = Field(description="Each without its leaderboard.")
+    next_cursor: str | None
+
+
+class SweepDryRun(Out):
+    valid: bool
+    strategy: Literal["grid", "random", "tpe"]
+    total: int = Field(description="Trials it would run.")
+    trials: list[dict[str, Any]] | None = Field(
+        None, exclude_if=absent, description="grid: every trial's values, in the order they run."
+    )
+    space: dict[str, Any] | None = Field(
+        None, exclude_if=absent, description="random and tpe: the space searched."
+    )
+    largest: dict[str, Any] = Field(
+        description="The trial with the most parameters: its values and total_params."
+    )
+    cost: CostOut

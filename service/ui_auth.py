@@ -14,7 +14,8 @@ import hmac
 import secrets
 from datetime import timedelta
 
-from flask import Flask, request, session
+from flask import Flask, Request, g, request, session
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from sqlalchemy import delete, select
 
 from core.models import UiSession, utcnow
@@ -36,6 +37,17 @@ def configure(app: Flask, secret_key: str, *, secure: bool = False) -> None:
         SESSION_COOKIE_SAMESITE="Strict",
         PERMANENT_SESSION_LIFETIME=LIFETIME,
     )
+    app.session_interface = CookieSessions()
+
+
+class CookieSessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, with the signer built only when a cookie came: an API
+    request (a bearer key, no cookie) starts an empty session for nothing."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if "HTTP_COOKIE" in request.environ and request.cookies.get(self.get_cookie_name(app)):
+            return super().open_session(app, request)
+        return self.session_class()
 
 
 def sign_in(api_key: str) -> str | None:
@@ -89,6 +101,7 @@ def signed_in_tenant() -> str | None:
     )
     if row is None:
         return None
+    g.key_digest = row.key_hash  # the key signed in with: who made a change (registry history)
     return row.tenant_id if tenant_for_digest(row.key_hash, db_session) == row.tenant_id else None
 
 

@@ -24,8 +24,8 @@ EPILOG = f"""\
 The service URL comes from --url, else $TRAINSVC_URL, else {DEFAULT_URL}.
 The API key comes from --api-key, else $TRAINSVC_API_KEY, else the file ./{DEV_KEY_FILE}
 (the development key `make run` writes) when it exists.
-Exit status: 0 success; 1 an error, or a waited-for job that failed or was cancelled;
-2 bad usage; 130 when Ctrl-C stops watching a job (the job keeps running).
+Exit status: 0 success; 1 an error, or a waited-for job or sweep that failed or was
+cancelled; 2 bad usage; 130 when Ctrl-C stops watching (the job or sweep keeps running).
 """
 
 
@@ -484,10 +484,13 @@ def instances_from(args: argparse.Namespace) -> list[Any]:
 
 
 def cmd_predict(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    result = client.predict(args.model_id, instances_from(args))
-    if args.json:
-        dump(result, out)
-        return 0
+    return show(
+        client.predict(args.model_id, instances_from(args)), args.json, print_predictions, out
+    )
+
+
+def print_predictions(result: Json, out: TextIO) -> None:
+    """One line per row: the prediction (and the top class's probability)."""
     predictions = result["predictions"]
     probabilities = result.get("probabilities")
     rows: list[tuple[Any, ...]]
@@ -500,7 +503,6 @@ def cmd_predict(client: Client, args: argparse.Namespace, out: TextIO, err: Text
     else:
         rows = [(i, json.dumps(p) if isinstance(p, list) else p) for i, p in enumerate(predictions)]
         table(("row", "prediction"), rows, out)
-    return 0
 
 
 def cmd_cancel(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -515,8 +517,11 @@ def cmd_cancel(client: Client, args: argparse.Namespace, out: TextIO, err: TextI
 
 
 def cmd_plot(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    data = client.plot(args.job_id)
-    target = args.output or f"{args.job_id}.png"
+    return write_png(client.plot(args.job_id), args.output or f"{args.job_id}.png", out)
+
+
+def write_png(data: bytes, target: str, out: TextIO) -> int:
+    """Save PNG bytes to `target` ('-' for stdout) and say so."""
     if target == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
@@ -581,6 +586,140 @@ def cmd_datasets_list(client: Client, args: argparse.Namespace, out: TextIO, err
 
 def cmd_datasets_show(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return show(client.dataset(args.dataset_id), args.json, print_dataset, out)
+
+
+# -- the model registry -----------------------------------------------------------------------
+
+
+def print_registered(model: Json, out: TextIO) -> None:
+    aliases = ", ".join(f"{a['alias']} -> v{a['version']}" for a in model.get("aliases") or [])
+    rows = [
+        ("name", model["name"]),
+        ("description", model.get("description")),
+        ("latest version", model.get("latest_version")),
+        ("aliases", aliases or None),
+        ("updated", fmt_time(model.get("updated_at"))),
+    ]
+    print_fields(rows, out)
+
+
+def print_versions(versions: list[Json], out: TextIO) -> None:
+    rows = [
+        (f"v{v['version']}", v["model_id"], ", ".join(v["aliases"]), fmt_time(v["created_at"]))
+        for v in versions
+    ]
+    table(("version", "model", "aliases", "registered (UTC)"), rows, out)
+
+
+def cmd_registry_create(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    return show(
+        client.register_model(args.name, args.description), args.json, print_registered, out
+    )
+
+
+def cmd_registry_list(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    items = client.registered_models(limit=args.limit)["items"]
+    if args.json:
+        dump(items, out)
+    elif not items:
+        print("no registered models", file=out)
+    else:
+        rows = [
+            (
+                m["name"],
+                m.get("latest_version"),
+                ", ".join(f"{a['alias']}=v{a['version']}" for a in m["aliases"]),
+                fmt_time(m.get("updated_at")),
+            )
+            for m in items
+        ]
+        table(("name", "latest", "aliases", "updated (UTC)"), rows, out)
+    return 0
+
+
+def cmd_registry_show(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    model = client.registered_model(args.name)
+    versions = client.versions(args.name)
+    if args.json:
+        dump({**model, "versions": versions}, out)
+        return 0
+    print_registered(model, out)
+    if versions:
+        print(file=out)
+        print_versions(versions, out)
+    return 0
+
+
+def cmd_registry_add(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Register a model as the name's next version (creating the name if asked)."""
+    if args.create:
+        try:
+            client.registered_model(args.name)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            client.register_model(args.name)
+    version = client.add_version(args.name, args.model_id)
+    if args.alias:
+        client.set_alias(args.name, args.alias, version["version"])
+        version["aliases"] = [*version["aliases"], args.alias]
+    if args.json:
+        dump(version, out)
+    else:
+        print(f"{args.name} v{version['version']} = model {version['model_id']}", file=out)
+        if args.alias:
+            print(f"{args.alias} -> v{version['version']}", file=out)
+    return 0
+
+
+def cmd_registry_alias(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    return show(
+        client.set_alias(args.name, args.alias, args.version), args.json, print_registered, out
+    )
+
+
+def cmd_registry_unalias(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    client.delete_alias(args.name, args.alias)
+    print(f"deleted alias {args.alias} of {args.name}", file=out)
+    return 0
+
+
+def cmd_registry_delete(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.version is not None:
+        client.delete_version(args.name, args.version)
+        print(f"deleted {args.name} v{args.version}", file=out)
+    else:
+        client.delete_registered_model(args.name)
+        print(f"deleted {args.name}", file=out)
+    return 0
+
+
+def cmd_registry_history(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    items = client.registry_history(args.name, limit=args.limit)["items"]
+    if args.json:
+        dump(items, out)
+        return 0
+    rows = [
+        (
+            fmt_time(e["at"]),
+            e["action"],
+            " ".join(f"{k}={fmt(v)}" for k, v in e["details"].items()),
+            f"{e['tenant']} ({e['key_prefix']}…)" if e.get("key_prefix") else e["tenant"],
+        )
+        for e in items
+    ]
+    table(("when (UTC)", "action", "details", "who"), rows, out)
+    return 0
+
+
+def cmd_registry_predict(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    name, _, alias = args.target.partition("@")
+    if alias and args.version is not None:
+        raise UsageError("give NAME@ALIAS or --version, not both")
+    result = client.predict_registered(
+        name, instances_from(args), alias=alias or None, version=args.version
+    )
+    return show(result, args.json, print_predictions, out)
 
 
 # -- argument parsing -------------------------------------------------------------------------
@@ -683,7 +822,61 @@ def build_parser() -> argparse.ArgumentParser:
     dataset_list = add_dataset("list", cmd_datasets_list, "list datasets, newest first")
     dataset_list.add_argument("--limit", type=positive, default=None, help="at most this many")
     add_dataset("show", cmd_datasets_show, "show a dataset").add_argument("dataset_id")
+    add_registry_commands(commands, connection, as_json)
+
+    from trainsvc_client import sweep_cli  # it builds on this module's helpers
+
+    sweep_cli.add_commands(commands, connection, as_json)
     return parser
+
+
+def add_registry_commands(
+    commands: Any, connection: argparse.ArgumentParser, as_json: argparse.ArgumentParser
+) -> None:
+    """`trainsvc registry ...`: named models, versions and aliases."""
+    registry = commands.add_parser("registry", help="the model registry: names, versions, aliases")
+    registry_commands = registry.add_subparsers(
+        dest="registry_command", required=True, metavar="COMMAND"
+    )
+
+    def add(name: str, func: Command, help: str) -> argparse.ArgumentParser:
+        sub = registry_commands.add_parser(
+            name, help=help, description=help, parents=[connection, as_json]
+        )
+        sub.set_defaults(func=func)
+        return sub
+
+    create = add("create", cmd_registry_create, "create a registered model name")
+    create.add_argument("name")
+    create.add_argument("--description")
+    add("list", cmd_registry_list, "list registered models").add_argument(
+        "--limit", type=positive, default=None, help="at most this many"
+    )
+    add("show", cmd_registry_show, "show a registered model and its versions").add_argument("name")
+    register = add("add", cmd_registry_add, "add a trained model as the name's next version")
+    register.add_argument("name")
+    register.add_argument("model_id")
+    register.add_argument("--alias", help="then point this alias at it (e.g. production)")
+    register.add_argument("--create", action="store_true", help="create the name if it is new")
+    alias = add("alias", cmd_registry_alias, "point an alias at a version (create or move)")
+    alias.add_argument("name")
+    alias.add_argument("alias")
+    alias.add_argument("version", type=positive)
+    unalias = add("unalias", cmd_registry_unalias, "delete an alias")
+    unalias.add_argument("name")
+    unalias.add_argument("alias")
+    delete = add("delete", cmd_registry_delete, "delete a registered model, or one version")
+    delete.add_argument("name")
+    delete.add_argument("--version", type=positive, help="delete only this version")
+    history = add("history", cmd_registry_history, "every change: what, who, when")
+    history.add_argument("name")
+    history.add_argument("--limit", type=positive, default=None)
+    predict = add("predict", cmd_registry_predict, "predict with NAME@ALIAS or NAME --version N")
+    predict.add_argument("target", metavar="NAME[@ALIAS]", help="default alias: production")
+    predict.add_argument("--version", type=positive)
+    predict.add_argument("source", nargs="?", choices=["-"], help="- reads the rows from stdin")
+    predict.add_argument("--instances", help="the rows as JSON: [[x1, x2, ...], ...]")
+    predict.add_argument("--file", help='a JSON file with the rows (or {"instances": rows})')
 
 
 def positive(text: str) -> int:

@@ -191,6 +191,8 @@ class Client:
                 raw = response.read()
             except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
                 raise ConnectError(self._unreachable(exc)) from None
+        if not raw and response.status == 204:
+            return None  # deleted: no body
         try:
             return json.loads(raw)
         except ValueError:
@@ -255,12 +257,17 @@ class Client:
         self, job_id: str, last_event_id: str | None = None, read_timeout: float | None = None
     ) -> Iterator[ServerSentEvent]:
         """A job's raw Server-Sent Events, from after `last_event_id` until the stream ends."""
+        return self._stream(f"/v1/jobs/{_quote(job_id)}/events", last_event_id, read_timeout)
+
+    def _stream(
+        self, path: str, last_event_id: str | None, read_timeout: float | None
+    ) -> Iterator[ServerSentEvent]:
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
         if last_event_id is not None:
             headers["Last-Event-ID"] = last_event_id
         response = self.open(
             "GET",
-            f"/v1/jobs/{_quote(job_id)}/events",
+            path,
             headers=headers,
             timeout=read_timeout if read_timeout else max(self.timeout, STREAM_READ_TIMEOUT),
         )
@@ -270,7 +277,7 @@ class Client:
                 raise ApiError(
                     response.status,
                     "bad_response",
-                    f"expected an event stream from {self.url(f'/v1/jobs/{job_id}/events')}, "
+                    f"expected an event stream from {self.url(path)}, "
                     f"got {content_type or 'no content type'}",
                 )
             yield from parse_events(iter_lines(_chunks(response)), last_event_id)
@@ -343,6 +350,132 @@ class Client:
             if deadline is not None:
                 pause = min(pause, max(deadline - time.monotonic(), 0))
             time.sleep(pause)
+
+    # -- sweeps ------------------------------------------------------------------------------
+
+    def submit_sweep(
+        self, sweep: Json, dry_run: bool = False, idempotency_key: str | None = None
+    ) -> Json:
+        """Submit a sweep (base spec, space, strategy): the queued sweep, or with `dry_run` the
+        trials (grid) or the space (random, tpe) and the largest network's parameter count."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        params = {"dry_run": "true"} if dry_run else None
+        result: Json = self.request(
+            "POST", "/v1/sweeps", params=params, json_body=sweep, headers=headers
+        )
+        return result
+
+    def sweep(self, sweep_id: str) -> Json:
+        """One sweep, with its progress, best trial and leaderboard (best first)."""
+        result: Json = self.request("GET", f"/v1/sweeps/{_quote(sweep_id)}")
+        return result
+
+    def sweeps(
+        self, status: str | None = None, limit: int | None = None, cursor: str | None = None
+    ) -> Json:
+        """One page of sweeps, newest first: `{"items": [...], "next_cursor": ...}`."""
+        params = {"status": status, "limit": limit, "cursor": cursor}
+        result: Json = self.request("GET", "/v1/sweeps", params=params)
+        return result
+
+    def iter_sweeps(self, status: str | None = None, page_size: int = 100) -> Iterator[Json]:
+        """Every sweep, newest first, fetching pages as needed."""
+        cursor = None
+        while True:
+            page = self.sweeps(status=status, limit=page_size, cursor=cursor)
+            yield from page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def cancel_sweep(self, sweep_id: str) -> Json:
+        """Cancel a sweep: no new trials start and its running trials are cancelled."""
+        result: Json = self.request("POST", f"/v1/sweeps/{_quote(sweep_id)}/cancel")
+        return result
+
+    def sweep_plot(self, sweep_id: str) -> bytes:
+        """Every trial's validation curve overlaid, beside the objective per parameter (PNG)."""
+        response = self.open(
+            "GET", f"/v1/sweeps/{_quote(sweep_id)}/plot.png", headers={"Accept": "image/png"}
+        )
+        with response:
+            data: bytes = response.read()
+        return data
+
+    def sweep_stream(
+        self, sweep_id: str, last_event_id: str | None = None, read_timeout: float | None = None
+    ) -> Iterator[ServerSentEvent]:
+        """A sweep's raw Server-Sent Events (trial starts, epochs, ends) until the stream ends."""
+        return self._stream(f"/v1/sweeps/{_quote(sweep_id)}/events", last_event_id, read_timeout)
+
+    def sweep_events(self, sweep_id: str) -> Iterator[tuple[str, Any]]:
+        """(event, data) pairs from the sweep's event stream."""
+        for event in self.sweep_stream(sweep_id):
+            yield event.event, _decode(event.data)
+
+    def wait_sweep(
+        self,
+        sweep_id: str | Json,
+        on_progress: Callable[[Json], object] | None = None,
+        timeout: float | None = None,
+        poll_interval: float = 1.0,
+    ) -> Json:
+        """Follow a sweep until it ends and return the final sweep (with its leaderboard).
+
+        `on_progress` gets the sweep each time its state, progress or best trial changes: from
+        the `sweep` events of its event stream, or, when there is no stream (refused, dropped,
+        or ending without news), by reading the sweep every `poll_interval` seconds. Raises
+        `WaitTimeout` after `timeout` seconds.
+        """
+        sweep_id = _job_id(sweep_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last: Json | None = None
+
+        def seen(sweep: Json) -> bool:
+            """Pass a new state on; whether the sweep has ended."""
+            nonlocal last
+            state = {k: v for k, v in sweep.items() if k != "leaderboard"}
+            if state != last and on_progress is not None:
+                on_progress(sweep)
+            last = state
+            return sweep.get("status") in TERMINAL
+
+        def remaining() -> float | None:
+            if deadline is None:
+                return None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise WaitTimeout(f"sweep {sweep_id} did not finish within {timeout:g} s")
+            return left
+
+        streaming = True
+        while True:
+            left = remaining()
+            if streaming:
+                read_timeout = max(self.timeout, STREAM_READ_TIMEOUT)
+                if left is not None:
+                    read_timeout = min(read_timeout, max(left, 0.1))
+                news = False
+                try:
+                    for event in self.sweep_stream(sweep_id, read_timeout=read_timeout):
+                        if event.event == "sweep":
+                            news = True
+                            if seen(_decode(event.data)):
+                                return self.sweep(sweep_id)
+                        remaining()
+                except ApiError as exc:
+                    if exc.status not in (404, 405, 429, 501, 502, 503, 504):
+                        raise
+                    news = False
+                except (ConnectError, TimeoutError, ConnectionError, http.client.HTTPException):
+                    news = False
+                # A stream that ended with news is reopened; otherwise read the sweep on a timer.
+                streaming = news
+            else:
+                time.sleep(poll_interval if left is None else min(poll_interval, left))
+            sweep = self.sweep(sweep_id)
+            if seen(sweep):
+                return sweep
 
     # -- models ------------------------------------------------------------------------------
 
@@ -419,6 +552,84 @@ class Client:
         """One dataset: rows, columns, features, label and label counts."""
         result: Json = self.request("GET", f"/v1/datasets/{_quote(dataset_id)}")
         return result
+
+    # -- the model registry ------------------------------------------------------------------
+
+    def register_model(self, name: str, description: str | None = None) -> Json:
+        """Create a registered model name (versions are added with `add_version`)."""
+        body = {"name": name, "description": description}
+        result: Json = self.request("POST", "/v1/registered-models", json_body=body)
+        return result
+
+    def registered_models(self, limit: int | None = None, cursor: str | None = None) -> Json:
+        """One page of registered models, newest first: `{"items": [...], "next_cursor"}`."""
+        params = {"limit": limit, "cursor": cursor}
+        result: Json = self.request("GET", "/v1/registered-models", params=params)
+        return result
+
+    def registered_model(self, name: str) -> Json:
+        """A registered model: description, latest version, aliases."""
+        result: Json = self.request("GET", _registered(name))
+        return result
+
+    def update_registered_model(self, name: str, description: str | None) -> Json:
+        """Change a registered model's description."""
+        body = {"description": description}
+        result: Json = self.request("PATCH", _registered(name), json_body=body)
+        return result
+
+    def delete_registered_model(self, name: str) -> None:
+        """Delete a registered model with its versions and aliases (the models stay)."""
+        self.request("DELETE", _registered(name))
+
+    def add_version(self, name: str, model_id: str) -> Json:
+        """Register a trained model as the name's next version."""
+        body = {"model_id": model_id}
+        result: Json = self.request("POST", _registered(name, "versions"), json_body=body)
+        return result
+
+    def versions(self, name: str) -> list[Json]:
+        """A registered model's versions, oldest first (each with its aliases)."""
+        result: list[Json] = self.request("GET", _registered(name, "versions"))["items"]
+        return result
+
+    def delete_version(self, name: str, version: int) -> None:
+        """Delete a version (refused with 409 while an alias points at it)."""
+        self.request("DELETE", _registered(name, "versions", str(version)))
+
+    def set_alias(self, name: str, alias: str, version: int) -> Json:
+        """Point `alias` (e.g. production) at a version, creating or moving it."""
+        body = {"version": version}
+        result: Json = self.request("PUT", _registered(name, "aliases", alias), json_body=body)
+        return result
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self.request("DELETE", _registered(name, "aliases", alias))
+
+    def registry_history(self, name: str, limit: int | None = None) -> Json:
+        """A registered model's changes, newest first: what, who and when."""
+        params = {"limit": limit}
+        result: Json = self.request("GET", _registered(name, "history"), params=params)
+        return result
+
+    def predict_registered(
+        self,
+        name: str,
+        instances: list[list[Any]],
+        alias: str | None = None,
+        version: int | None = None,
+    ) -> Json:
+        """Predictions from a registered model's alias (default production) or version."""
+        if version is not None:
+            path = _registered(name, "versions", str(version), "predict")
+        else:
+            path = f"/v1/registered-models/{_quote(name)}@{_quote(alias or 'production')}/predict"
+        result: Json = self.request("POST", path, json_body={"instances": instances})
+        return result
+
+
+def _registered(name: str, *parts: str) -> str:
+    return "/".join(["/v1/registered-models", _quote(name), *(_quote(p) for p in parts)])
 
 
 def _quote(segment: str) -> str:

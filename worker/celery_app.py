@@ -63,8 +63,8 @@ def make_celery(settings: Settings) -> TrainingCelery:
 
 class HousekeepingStep(bootsteps.StartStopStep):
     """On the worker's own timer, in its main process (so every worker does it):
-    register this worker and dispatch queued jobs every DISPATCH_INTERVAL_SECONDS, and run the
-    reaper every REAP_INTERVAL_SECONDS."""
+    register this worker, advance the unfinished sweeps (worker/sweeps.py) and dispatch queued
+    jobs every DISPATCH_INTERVAL_SECONDS, and run the reaper every REAP_INTERVAL_SECONDS."""
 
     requires: ClassVar[set[str]] = {"celery.worker.components:Timer"}
 
@@ -108,8 +108,11 @@ class HousekeepingStep(bootsteps.StartStopStep):
 
     @staticmethod
     def dispatch(app: TrainingCelery, name: str, concurrency: int) -> None:
+        from worker.sweeps import advance_all
+
         try:
             register_worker(app.db, name, concurrency)
+            advance_all(app.db)
             dispatch_once(app.db, app.enqueue, app.quotas)
         except Exception:
             log.exception("dispatcher pass failed")

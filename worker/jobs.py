@@ -42,6 +42,7 @@ from worker.engines.base import (
     Start,
     finite_or_none,
 )
+from worker.sweeps import Pruned, TrialPruner
 
 log = logging.getLogger(__name__)
 
@@ -229,9 +230,16 @@ class EpochRecorder:
     """
 
     def __init__(
-        self, db: Database, job_id: str, attempt: int, epochs: int, flush_seconds: float
+        self,
+        db: Database,
+        job_id: str,
+        attempt: int,
+        epochs: int,
+        flush_seconds: float,
+        pruner: TrialPruner | None = None,
     ) -> None:
         self.db = db
+        self.pruner = pruner
         self.job_id = job_id
         self.attempt = attempt
         self.epochs = epochs
@@ -253,6 +261,8 @@ class EpochRecorder:
                 ).first()
             if state is None or state.cancel_requested:
                 self.flush(check_cancel=True)
+        if self.pruner is not None:  # a sweep's trial: its pruner may stop it after this epoch
+            self.pruner(record.epoch, finite_or_none(getattr(record, self.pruner.metric, None)))
 
     def checkpoint(self, snapshot: Snapshot, blob: bytes) -> None:
         """Store a checkpoint together with the epochs up to it, in one fenced transaction."""
@@ -351,11 +361,14 @@ def finish(
     message: str,
     *,
     started: float | None = None,
+    info: dict[str, Any] | None = None,
 ) -> None:
     """End this attempt's running job as failed or cancelled, with its reason.
 
-    `started` is the `time.monotonic()` of the claim, to record how long the job ran.
+    `started` is the `time.monotonic()` of the claim, to record how long the job ran; `info`
+    says more (a pruned trial: the epoch and rule that stopped it).
     """
+    values: dict[str, Any] = {} if info is None else {"info": info}
     with db.begin() as session:
         ended = session.execute(
             update(Job)
@@ -366,6 +379,7 @@ def finish(
                 error_message=message,
                 finished_at=db_now(),
                 train_seconds=None if started is None else time.monotonic() - started,
+                **values,
             )
         )
         if rowcount(ended):
@@ -472,8 +486,8 @@ def run_job(
         )
     recorder: EpochRecorder | None = None
 
-    def end(status: str, code: str, message: str) -> str:
-        finish(db, job_id, attempt, status, code, message, started=started)
+    def end(status: str, code: str, message: str, info: dict[str, Any] | None = None) -> str:
+        finish(db, job_id, attempt, status, code, message, started=started, info=info)
         return status
 
     with Heartbeat(db, job_id, attempt, heartbeat_seconds) as heartbeat:
@@ -486,7 +500,8 @@ def run_job(
                 spec = parse_spec(job.spec, *lookups)
                 uploaded = uploaded_arrays(session, job.tenant_id, spec)
                 init = initial_arrays(session, job.tenant_id, spec)
-            recorder = EpochRecorder(db, job_id, attempt, spec.epochs, flush_seconds)
+            pruner = TrialPruner.for_job(db, job)  # a sweep's trial with a pruner
+            recorder = EpochRecorder(db, job_id, attempt, spec.epochs, flush_seconds, pruner)
             start = Start(
                 resume=snapshot,
                 history=[] if snapshot is None else recorded_history(db, job_id, snapshot.epoch),
@@ -511,6 +526,9 @@ def run_job(
         except JobCancelled as exc:
             _save_pending(recorder)  # the epochs finished before a cancel seen mid-epoch
             return end("cancelled", "cancelled", str(exc))
+        except Pruned as exc:
+            _save_pending(recorder)
+            return end("cancelled", "pruned", str(exc), exc.info())
         except SpecError as exc:
             # Accepted once, but its dataset has gone since (or the rules changed).
             problems = "; ".join(f"{d['field']}: {d['message']}" for d in exc.details)

@@ -15,6 +15,7 @@ from core.logs import job_context
 from core.messages import TRAIN_TASK
 from worker.celery_app import TrainingCelery
 from worker.jobs import hand_back, run_job, running_on
+from worker.sweeps import trial_ended
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,12 @@ def train_job(self: Task, job_id: str) -> str | None:
                 worker_name=self.request.hostname,
             )
         finally:
-            # A slot is free now: send the next job at once rather than at the next timer tick.
+            # A slot is free now: send the next job at once rather than at the next timer tick
+            # (a sweep's trial first lets its sweep's controller create the next trial).
+            try:
+                trial_ended(app.db, job_id)
+            except Exception:
+                log.exception("sweep controller step after the trial failed")
             try:
                 dispatch_once(app.db, app.enqueue, app.quotas)
             except Exception:

@@ -1,9 +1,13 @@
-// The dashboard's scripts: refresh the job list; on a job page, draw the live curves from the
-// job's event stream, keep the status current, and run predictions. No dependencies.
+// The dashboard's scripts: refresh the job and sweep lists; on a job page, draw the live curves
+// from the job's event stream, keep the status current, and run predictions; on a sweep page,
+// keep the leaderboard current and overlay every trial's validation curves. No dependencies.
 "use strict";
 
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 const COLORS = { train: "#1f77b4", val: "#ff7f0e" };
+// A sweep's trials are coloured by their parameters apart from the seed (one colour per group).
+const PALETTE = ["#d62728", "#2ca02c", "#9467bd", "#1f77b4", "#ff7f0e", "#8c564b", "#e377c2",
+  "#17becf", "#bcbd22", "#7f7f7f"];
 
 function refreshRows(tbody) {
   const url = tbody.dataset.rowsUrl;
@@ -83,7 +87,7 @@ function drawChart(canvas, lines, maxEpoch) {
   ctx.strokeRect(pad.left, pad.top, w - pad.left - pad.right, h - pad.top - pad.bottom);
   for (const line of lines) {
     ctx.strokeStyle = line.color;
-    ctx.lineWidth = 2;
+    ctx.lineWidth = line.width || 2;
     ctx.beginPath();
     let drawing = false;
     for (const [e, v] of line.points) {
@@ -148,6 +152,8 @@ function watchJob(root) {
       const cancel = document.getElementById("cancel-form");
       if (cancel) cancel.remove();
       document.getElementById("predict").hidden = job.status !== "succeeded";
+      const compare = document.getElementById("compare-form");
+      if (compare) compare.hidden = false;
       if (job.status === "succeeded") showEvaluation();
     }
     document.getElementById("plot").src = root.dataset.plotUrl + "?s=" + job.status;
@@ -258,9 +264,161 @@ function predictBox(root) {
   });
 }
 
+// A searched value, short, as the leaderboard writes it: `sgd(learning_rate=0.01, momentum=0.9)`.
+function paramText(value) {
+  if (value && typeof value === "object" && !Array.isArray(value)) {
+    const inner = Object.entries(value)
+      .filter(([key]) => key !== "type")
+      .map(([key, v]) => key + "=" + paramText(v))
+      .join(", ");
+    return "type" in value ? value.type + "(" + inner + ")" : "{" + inner + "}";
+  }
+  if (typeof value === "number" && !Number.isInteger(value)) {
+    return String(Number(value.toPrecision(4)));
+  }
+  return Array.isArray(value) ? JSON.stringify(value) : String(value);
+}
+
+function watchSweep(root) {
+  const charts = {
+    val_loss: document.getElementById("chart-val_loss"),
+    val_accuracy: document.getElementById("chart-val_accuracy"),
+  };
+  const trials = new Map(); // job id -> {group, epochs, val_loss, val_accuracy}
+  const groups = []; // labels: a trial's parameters apart from the seed
+  let best = null;
+  let pending = false;
+
+  function trialOf(jobId) {
+    if (!trials.has(jobId)) {
+      trials.set(jobId, { group: -1, epochs: [], val_loss: [], val_accuracy: [] });
+    }
+    return trials.get(jobId);
+  }
+
+  function redraw() {
+    pending = false;
+    const all = [...trials.entries()];
+    const maxEpoch = Math.max(1, ...all.map(([, t]) => t.epochs[t.epochs.length - 1] || 0));
+    for (const [name, canvas] of Object.entries(charts)) {
+      // Thin lines first, the best trial last and thick, so that it stays visible on top.
+      const ordered = all.filter(([id]) => id !== best).concat(all.filter(([id]) => id === best));
+      const lines = ordered.map(([id, t]) => ({
+        color: t.group < 0 ? "#999" : PALETTE[t.group % PALETTE.length],
+        width: id === best ? 3.5 : 1.5,
+        points: t.epochs.map((e, i) => [e, t[name][i]]),
+      }));
+      const hasData = all.some(([, t]) => t[name].some((v) => typeof v === "number"));
+      canvas.closest("figure").hidden = name === "val_accuracy" && trials.size > 0 && !hasData;
+      drawChart(canvas, lines, maxEpoch);
+    }
+    // One entry per group while each has a colour of its own (a grid over a few values).
+    const legend = document.getElementById("curve-legend");
+    legend.textContent = "";
+    legend.hidden = groups.length > PALETTE.length;
+    groups.forEach((label, i) => {
+      const item = legend.appendChild(document.createElement("span"));
+      item.className = "item";
+      const swatch = item.appendChild(document.createElement("span"));
+      swatch.className = "swatch";
+      swatch.style.background = PALETTE[i % PALETTE.length];
+      item.appendChild(document.createTextNode(label));
+    });
+    const count = all.reduce((n, [, t]) => n + t.epochs.length, 0);
+    document.getElementById("curve-count").textContent = String(count);
+  }
+  const schedule = () => { if (!pending) { pending = true; requestAnimationFrame(redraw); } };
+
+  // The leaderboard is rendered by the server: read again when a trial starts or ends, or the
+  // sweep's state changes; at most one read at a time, and one more if news came meanwhile.
+  let loading = null;
+  let again = false;
+  async function loadBoard() {
+    if (loading) { again = true; return loading; }
+    loading = (async () => {
+      do {
+        again = false;
+        try {
+          const response = await fetch(root.dataset.boardUrl, { headers: { Accept: "text/html" } });
+          if (response.ok) {
+            const fresh = document.createElement("template");
+            fresh.innerHTML = await response.text();
+            for (const id of ["sweep-state", "leaderboard"]) {
+              document.getElementById(id).replaceWith(fresh.content.getElementById(id));
+            }
+          }
+        } catch (_) { /* the next event reads it again */ }
+      } while (again);
+      loading = null;
+    })();
+    return loading;
+  }
+
+  async function finish(status) {
+    root.dataset.status = status;
+    await loadBoard();
+    const cancel = document.getElementById("cancel-form");
+    if (cancel) cancel.remove();
+    document.getElementById("plot").src = root.dataset.plotUrl + "?s=" + status;
+    root.dataset.finished = "true";
+  }
+
+  function connect() {
+    const source = new EventSource(root.dataset.eventsUrl);
+    source.addEventListener("trial", (event) => {
+      const row = JSON.parse(event.data);
+      const trial = trialOf(row.job_id);
+      const rest = Object.entries(row.params || {}).filter(([path]) => path !== "seed");
+      const label = rest.map(([path, v]) => path + "=" + paramText(v)).join(" ") || "trials";
+      if (!groups.includes(label)) groups.push(label);
+      trial.group = groups.indexOf(label);
+      schedule();
+      loadBoard();
+    });
+    source.addEventListener("epoch", (event) => {
+      const row = JSON.parse(event.data);
+      const trial = trialOf(row.job_id);
+      // A retried trial, or a stream opened again, sends its epochs from the first.
+      let keep = trial.epochs.length;
+      while (keep && trial.epochs[keep - 1] >= row.epoch) keep--;
+      for (const name of ["epochs", "val_loss", "val_accuracy"]) trial[name].length = keep;
+      trial.epochs.push(row.epoch);
+      trial.val_loss.push(row.val_loss);
+      trial.val_accuracy.push(row.val_accuracy);
+      schedule();
+    });
+    // The sweep may say it has ended before its last trial's last epochs have been sent: the
+    // server ends the stream once those have been too, so the page waits for that end.
+    let ended = null;
+    source.addEventListener("sweep", (event) => {
+      const sweep = JSON.parse(event.data);
+      best = sweep.best ? sweep.best.job_id : null;
+      schedule();
+      loadBoard();
+      if (TERMINAL.has(sweep.status)) ended = sweep.status;
+    });
+    // The browser reconnects by itself when a stream ends (EVENTS_MAX_SECONDS), but not after a
+    // refusal (429: all the tenant's streams are open; 503): try again shortly, from here.
+    source.addEventListener("error", () => {
+      if (ended) {
+        source.close(); // the stream of an ended sweep: don't let EventSource reconnect
+        finish(ended);
+      } else if (source.readyState === EventSource.CLOSED && root.dataset.finished !== "true") {
+        setTimeout(connect, 5000);
+      }
+    });
+  }
+  schedule();
+  connect();
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   const rows = document.getElementById("job-rows");
   if (rows) refreshRows(rows);
+  const sweepRows = document.getElementById("sweep-rows");
+  if (sweepRows) refreshRows(sweepRows);
+  const sweep = document.getElementById("sweep");
+  if (sweep) watchSweep(sweep);
   const job = document.getElementById("job");
   if (job) {
     watchJob(job);

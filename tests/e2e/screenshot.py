@@ -1,8 +1,9 @@
-"""Take docs/dashboard.png: the job page of a finished seed job, in headless Chromium.
+"""Take docs/dashboard.png and docs/sweep-dashboard.png, in headless Chromium.
 
-`python -m tests.e2e.screenshot [path]` starts its own stack (SQLite, a worker, gunicorn) in a
-scratch directory, submits examples/seed_job.json from the dashboard's form, waits for it to
-finish, runs one prediction and saves a full-page screenshot.
+`python -m tests.e2e.screenshot [path [sweep_path]]` starts its own stack (SQLite, a worker,
+gunicorn) in a scratch directory, submits examples/seed_job.json from the dashboard's form,
+waits for it to finish, runs one prediction and saves a full-page screenshot of the job page;
+then presses Compare optimizers, waits for the sweep to finish and saves its page.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ INSTANCES = [[0.5, -1.2, 0.3, 2.0, -0.5, 0.0, 1.1, -0.7, 0.4, 0.9,
               -1.5, 0.2, 0.8, -0.3, 1.7, -0.9, 0.6, -0.1, 0.5, 1.0]]  # fmt: skip
 
 
-def main(target: Path) -> None:
+def main(target: Path, sweep_target: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="trainsvc-shot-") as scratch, ExitStack() as cleanup:
         tmp = Path(scratch)
         url = f"sqlite:///{tmp / 'service.db'}"
@@ -53,8 +54,22 @@ def main(target: Path) -> None:
         page.wait_for_selector("#predictions:not([hidden])")
         target.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(target), full_page=True)
-    print(f"saved {target}")
+        print(f"saved {target}")
+        page.click("#compare-form button")
+        page.wait_for_function(
+            "() => document.getElementById('sweep').dataset.finished === 'true'", timeout=600_000
+        )
+        page.wait_for_function(
+            """() => { const img = document.getElementById('plot');
+                       return img.complete && img.naturalWidth > 0; }"""
+        )
+        sweep_target.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(sweep_target), full_page=True)
+    print(f"saved {sweep_target}")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs" / "dashboard.png")
+    main(
+        Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs" / "dashboard.png",
+        Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "docs" / "sweep-dashboard.png",
+    )

@@ -31,6 +31,7 @@ from tests.support import ROOT, SEED_SPEC, LoggedProcess
 
 pytestmark = pytest.mark.integration
 SLOW = 50
+STALL_MS = 1000  # a stalled server answers in seconds or not at all; a busy machine in ms
 AUTH = {"Authorization": f"Bearer {KEYS['alice']}"}
 
 
@@ -122,7 +123,7 @@ def test_slow_clients_hold_threads_but_not_greenlets(
         print(f"\n{SLOW} slow-header clients: gthread 2x8 (before) {before}; gevent (now) {after}")
     assert before["failed"] >= 1, "the threaded server was expected to stall"
     assert after["failed"] == 0 and after["answered"] >= 20
-    assert after["p99_ms"] is not None and after["p99_ms"] <= 100
+    assert after["p99_ms"] is not None and after["p99_ms"] <= STALL_MS
     assert after["cut"] == SLOW, "gevent workers hang up on a header still incomplete after 2 s"
 
 
@@ -162,7 +163,7 @@ def nginx(gevent_server: Gunicorn, tmp_path_factory: pytest.TempPathFactory) -> 
 def test_behind_nginx_slow_clients_wait_there_and_streams_pass_unbuffered(nginx: int) -> None:
     through = slow_attack(nginx, seconds=3)
     assert through["failed"] == 0 and through["p99_ms"] is not None
-    assert through["p99_ms"] <= 100
+    assert through["p99_ms"] <= STALL_MS
     status, _, job = call(nginx, "POST", "/v1/jobs", KEYS["alice"], SEED_SPEC)
     assert status == 202  # stays queued: nothing trains here
     conn = http.client.HTTPConnection("127.0.0.1", nginx, timeout=5)

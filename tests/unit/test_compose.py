@@ -199,7 +199,15 @@ def location_for(path: str) -> list[Any]:
     return fallback
 
 
-@pytest.mark.parametrize("path", ["/v1/jobs/01abc/events", "/ui/jobs/01abc/events"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/jobs/01abc/events",
+        "/ui/jobs/01abc/events",
+        "/v1/sweeps/01abc/events",
+        "/ui/sweeps/01abc/events",
+    ],
+)
 def test_event_streams_pass_the_proxy_unbuffered(path: str) -> None:
     location = location_for(path)
     assert value(location, "proxy_buffering") == ["off"]
@@ -211,7 +219,16 @@ def test_event_streams_pass_the_proxy_unbuffered(path: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/v1/jobs/01abc", "/v1/jobs/01abc/metrics", "/v1/jobs", "/ui/jobs/01abc", "/healthz"]
+    "path",
+    [
+        "/v1/jobs/01abc",
+        "/v1/jobs/01abc/metrics",
+        "/v1/jobs",
+        "/ui/jobs/01abc",
+        "/v1/sweeps/01abc",
+        "/ui/sweeps/01abc/board",
+        "/healthz",
+    ],
 )
 def test_everything_else_is_buffered_and_slow_clients_wait_in_nginx(path: str) -> None:
     location = location_for(path)

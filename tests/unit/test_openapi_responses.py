@@ -21,6 +21,7 @@ from tests.conftest import RecordingQueue, auth
 from tests.sse import events as parse_events
 from tests.unit.test_api import small_spec
 from worker.jobs import run_job
+from worker.sweeps import advance
 
 ALICE = auth("alice")
 DOC: dict[str, Any] = openapi_document()
@@ -235,6 +236,154 @@ def datasets(api: Api) -> None:
     api.call("get", "/v1/datasets/{dataset_id}", 422, dataset_id="x" * 37)
 
 
+def registry(api: Api, app: Flask, client: FlaskClient, database: Database) -> None:
+    """The model registry: every route's success and documented refusals."""
+    job = client.post("/v1/jobs", json=small_spec(), headers=ALICE).get_json()["id"]
+    assert run_job(database, job) == "succeeded"
+    model_id = client.get(f"/v1/jobs/{job}", headers=ALICE).get_json()["model_id"]
+    models = "/v1/registered-models"
+    one, versions = models + "/{name}", models + "/{name}/versions"
+    version, alias = versions + "/{version}", one + "/aliases/{alias}"
+    by_alias, by_version = models + "/{name}@{alias}/predict", version + "/predict"
+    row = {"instances": [[0.5] * 20]}
+    api.call("post", models, 201, json={"name": "doc", "description": "d"})
+    api.call("post", models, 409, json={"name": "doc"})
+    api.call("post", models, 422, json={"name": "a/b"})
+    api.call("get", models, 200)
+    api.call("get", models, 422, query="?limit=0")
+    api.call("get", one, 200, name="doc")
+    api.call("patch", one, 200, name="doc", json={"description": "e"})
+    api.call("patch", one, 404, name="nope", json={"description": "e"})
+    api.call("post", versions, 201, name="doc", json={"model_id": model_id})
+    api.call("post", versions, 201, name="doc", json={"model_id": model_id})
+    api.call("post", versions, 404, name="doc", json={"model_id": "nope"})
+    api.call("get", versions, 200, name="doc")
+    api.call("get", version, 200, name="doc", version=1)
+    api.call("put", alias, 200, name="doc", alias="production", json={"version": 1})
+    api.call("put", alias, 404, name="nope", alias="production", json={"version": 1})
+    api.call("post", by_alias, 200, name="doc", alias="production", json=row)
+    api.call("post", by_alias, 404, name="doc", alias="staging", json=row)
+    api.call("post", by_version, 200, name="doc", version=2, json=row)
+    api.call("post", by_version, 404, name="doc", version=9, json=row)
+    # Every route that takes a body: unreadable, too large, not JSON, not valid.
+    for method, template, names, invalid in (
+        ("post", models, {}, {"name": ""}),
+        ("patch", one, {"name": "doc"}, {"description": 5}),
+        ("post", versions, {"name": "doc"}, {}),
+        ("put", alias, {"name": "doc", "alias": "production"}, {"version": 9}),
+        ("post", by_alias, {"name": "doc", "alias": "production"}, {"instances": [[1]]}),
+        ("post", by_version, {"name": "doc", "version": 2}, {"instances": []}),
+    ):
+        api.call(method, template, 400, data="{", content_type="application/json", **names)
+        api.call(method, template, 413, json={"pad": "x" * (2 * 1024 * 1024)}, **names)
+        api.call(method, template, 415, data="x", content_type="text/plain", **names)
+        api.call(method, template, 422, json=invalid, **names)
+    # Every route that names a model: a name no model could have is a 422, an unknown one a 404.
+    named: list[tuple[str, str, dict[str, Any]]] = [
+        ("get", one, {}),
+        ("delete", one, {}),
+        ("get", versions, {}),
+        ("get", version, {"version": 1}),
+        ("delete", version, {"version": 1}),
+        ("delete", alias, {"alias": "production"}),
+        ("get", one + "/history", {}),
+    ]
+    for method, template, names in named:
+        api.call(method, template, 422, name="x" * 300, **names)
+        api.call(method, template, 404, name="nope", **names)
+    api.call("get", one + "/history", 200, name="doc")
+    api.call("delete", version, 409, name="doc", version=1)
+    api.call("delete", version, 204, name="doc", version=2)
+    api.call("delete", alias, 204, name="doc", alias="production")
+    api.call("put", alias, 200, name="doc", alias="production", json={"version": 1})
+    api.call("post", models, 201, json={"name": "gone"})
+    api.call("delete", one, 204, name="gone")
+    # A stored model that cannot be read: 500 by name as by id.
+    api.call("post", models, 201, json={"name": "broken"})
+    job = client.post("/v1/jobs", json=small_spec(), headers=ALICE).get_json()["id"]
+    assert run_job(database, job) == "succeeded"
+    broken = client.get(f"/v1/jobs/{job}", headers=ALICE).get_json()["model_id"]
+    api.call("post", versions, 201, name="broken", json={"model_id": broken})
+    api.call("put", alias, 200, name="broken", alias="production", json={"version": 1})
+    with database.begin() as session:
+        session.execute(update(Model).where(Model.id == broken).values(weights=b"garbage"))
+    api.call("post", by_alias, 500, name="broken", alias="production", json=row)
+    api.call("post", by_version, 500, name="broken", version=1, json=row)
+
+
+def open_inference(api: Api, app: Flask) -> None:
+    """The /v2 routes, on the registered model "doc" (production: version 1)."""
+    api.call("get", "/v2", 200)
+    api.call("get", "/v2/health/live", 200, headers={})
+    api.call("get", "/v2/health/ready", 200, headers={})
+    named: dict[str, Any] = {"model_name": "doc"}
+    versioned: dict[str, Any] = {"model_name": "doc", "model_version": "1"}
+    unknown: dict[str, Any] = {"model_name": "nope"}
+    models = "/v2/models/{model_name}"
+    version = models + "/versions/{model_version}"
+    for template, names in ((models, named), (version, versioned)):
+        for suffix in ("", "/ready"):
+            api.call("get", template + suffix, 200, **names)
+            api.call("get", template + suffix, 404, **{**names, **unknown})
+    tensor = {"name": "input", "datatype": "FP32", "shape": [1, 20], "data": [0.5] * 20}
+    bytes_tensor = {**tensor, "datatype": "BYTES"}
+    for template, names in ((models + "/infer", named), (version + "/infer", versioned)):
+        api.call("post", template, 200, json={"id": "x", "inputs": [tensor]}, **names)
+        api.call("post", template, 400, json={"inputs": [bytes_tensor]}, **names)
+        api.call("post", template, 404, json={"inputs": [tensor]}, **{**names, **unknown})
+        api.call("post", template, 413, json={"pad": "x" * (2 * 1024 * 1024)}, **names)
+    readable = app.extensions["trainsvc.db"]
+    app.extensions["trainsvc.db"] = Database("postgresql://nobody@127.0.0.1:1/none")
+    try:
+        api.call("get", "/v2/health/ready", 503, headers={})
+    finally:
+        app.extensions["trainsvc.db"] = readable
+
+
+def sweeps(api: Api, database: Database) -> None:
+    """/v1/sweeps and a sweep's own routes, run to the end in this process."""
+    body = {
+        "spec": small_spec(),
+        "space": {"optimizer": {"choices": ["sgd", "adam"]}},
+        "strategy": "grid",
+        "objective": {"metric": "loss"},
+    }
+    api.call("post", "/v1/sweeps", 200, query="?dry_run=true", json=body)
+    api.call("post", "/v1/sweeps", 400, data="{not json", content_type="application/json")
+    api.call("post", "/v1/sweeps", 413, json={"pad": "x" * (2 * 1024 * 1024)})
+    api.call("post", "/v1/sweeps", 415, data="a=b", content_type="text/plain")
+    api.call("post", "/v1/sweeps", 422, json={**body, "space": {"nope": {"choices": [1]}}})
+    cancelled = api.call("post", "/v1/sweeps", 202, json=body).get_json()["id"]
+    api.call("post", "/v1/sweeps/{sweep_id}/cancel", 202, sweep_id=cancelled)
+    api.call("post", "/v1/sweeps/{sweep_id}/cancel", 409, sweep_id=cancelled)
+    sweep_id = api.call("post", "/v1/sweeps", 202, json=body).get_json()["id"]
+    while trials := advance(database, sweep_id):
+        for job_id in trials:
+            assert run_job(database, job_id) == "succeeded"
+    advance(database, sweep_id)
+    done = api.call("get", "/v1/sweeps/{sweep_id}", 200, sweep_id=sweep_id).get_json()
+    assert done["status"] == "succeeded" and done["progress"] == {"finished": 2, "total": 2}
+    api.call("get", "/v1/sweeps", 200, query="?limit=1")
+    api.call("get", "/v1/sweeps", 422, query="?status=weird")
+    for template in (
+        "/v1/sweeps/{sweep_id}",
+        "/v1/sweeps/{sweep_id}/plot.png",
+        "/v1/sweeps/{sweep_id}/events",
+    ):
+        api.call("get", template, 404, sweep_id="nope")
+        api.call("get", template, 422, sweep_id="no%00pe")
+    api.call("post", "/v1/sweeps/{sweep_id}/cancel", 404, sweep_id="nope")
+    api.call("post", "/v1/sweeps/{sweep_id}/cancel", 422, sweep_id="x" * 37)
+    etag = api.call("get", "/v1/sweeps/{sweep_id}/plot.png", 200, sweep_id=sweep_id).headers["ETag"]
+    unchanged = {**ALICE, "If-None-Match": etag}
+    api.call("get", "/v1/sweeps/{sweep_id}/plot.png", 304, sweep_id=sweep_id, headers=unchanged)
+    stream = api.call("get", "/v1/sweeps/{sweep_id}/events", 200, sweep_id=sweep_id)
+    got = list(parse_events([stream.get_data(as_text=True)]))
+    assert [e.event for e in got].count("trial") == 2
+    assert got[-1].event == "sweep" and got[-1].data["status"] == "succeeded"
+    check(component("SweepOut"), got[-1].data, "event sweep")
+
+
 def keys_and_limits(api: Api, app: Flask) -> None:
     """Every operation behind a key answers 401 without one and 429 once the key's limit is hit."""
     limiter = app.extensions["trainsvc.ratelimit"]
@@ -243,7 +392,9 @@ def keys_and_limits(api: Api, app: Flask) -> None:
             if "401" not in operation["responses"]:
                 continue
             names: dict[str, Any] = {
-                p["name"]: "nope" for p in operation.get("parameters", []) if p["in"] == "path"
+                p["name"]: 1 if p["schema"].get("type") == "integer" else "nope"
+                for p in operation.get("parameters", [])
+                if p["in"] == "path"
             }
             api.call(method, path, 401, headers={}, **names)
             app.extensions["trainsvc.ratelimit"] = Refuse()
@@ -274,6 +425,10 @@ def test_every_documented_answer_is_given_and_matches_the_document(
     models(api, app, client, database)
     evaluation_and_export(api, client, database)
     datasets(api)
+    registry(api, app, client, database)
+    open_inference(api, app)
+
+    sweeps(api, database)
     keys_and_limits(api, app)
     health(api, queue, monkeypatch)
     database_unavailable(api, app)

@@ -1,0 +1,192 @@
+"""Server-Sent Events for one sweep: its state, each trial's start and end, and every epoch.
+
+A sweep stream is rarer than a job stream (a dashboard page, a `trainsvc sweep submit --wait`),
+so it reads its sweep's trials itself, every EVENTS_POLL_SECONDS: one query for the trials'
+states, one for the new epoch rows of the trials that moved, and one for the sweep row. It holds
+one of its tenant's EVENTS_MAX_PER_TENANT slots through the hub's stream cap (renewed as the
+hub's own streams are), and renders events with the same `sse` helper as job streams:
+
+- `event: sweep` — the sweep without its leaderboard, first and whenever its state, progress or
+  best trial changes; the last event once the sweep has finished;
+- `event: trial` — `{job_id, trial, status, params, epochs, objective, error}` when a trial is
+  created, starts (running) and ends;
+- `event: epoch` — `{job_id, trial, epoch, loss, accuracy, val_loss, val_accuracy, seconds}`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from flask import Response
+from sqlalchemy import case, select
+
+from core.db import Database
+from core.models import TERMINAL_STATUSES, Job, JobMetric, Sweep
+from core.queries import NotFound, find
+from core.sweeps import summarize
+from service.errors import ApiError
+from service.events import event_stream
+from service.hub import Hub
+from service.schemas import Epoch, JobError, SweepOut
+from service.sse import KEEPALIVE, sse
+from service.streamcap import RETRY_AFTER_SECONDS
+
+
+class SweepFeed:
+    """What one stream has sent of its sweep, and the round that reads what it has not."""
+
+    def __init__(self, db: Database, sweep_id: str) -> None:
+        self.db, self.sweep_id = db, sweep_id
+        self.trials: dict[str, tuple[str, int, int]] = {}  # job id: (status, attempts, epoch)
+        self.sweep_state: Any = None
+        self.finished = False
+
+    def round(self) -> str:
+        """The events since the last round (maybe none)."""
+        chunks: list[str] = []
+        with self.db.session() as session:
+            rows = session.execute(
+                select(
+                    Job.id, Job.trial, Job.status, Job.attempts, Job.progress_epoch, Job.params
+                ).where(Job.sweep_id == self.sweep_id)
+            ).all()
+            cursors: dict[str, int] = {}
+            changed: list[Any] = []
+            for row in rows:
+                was = self.trials.get(row.id)
+                if was is None or (row.status, row.attempts) != was[:2]:
+                    changed.append(row)
+                if was is not None and row.attempts != was[1]:
+                    cursors[row.id] = 0  # a retried trial replays its epochs
+                elif row.progress_epoch != (was[2] if was else 0):
+                    cursors[row.id] = was[2] if was else 0
+            numbers = {row.id: row.trial for row in rows}
+            if cursors:
+                after = case(cursors, value=JobMetric.job_id, else_=0)
+                for metric in session.scalars(
+                    select(JobMetric)
+                    .where(JobMetric.job_id.in_(cursors), JobMetric.epoch > after)
+                    .order_by(JobMetric.job_id, JobMetric.epoch)
+                ):
+                    body = {"job_id": metric.job_id, "trial": numbers[metric.job_id]}
+                    body.update(Epoch.from_row(metric).dump())
+                    chunks.append(sse("epoch", body))
+            ended = {}
+            if changed:
+                for job in session.scalars(
+                    select(Job).where(Job.id.in_([row.id for row in changed]))
+                ):
+                    ended[job.id] = job
+            starts: list[str] = []
+            ends: list[str] = []
+            for row in sorted(changed, key=lambda r: r.trial or 0):
+                trial = ended.get(row.id)
+                if trial is not None:
+                    pending = trial.status in ("queued", "running")
+                    (starts if pending else ends).append(sse("trial", trial_event(trial)))
+            chunks = starts + chunks + ends
+            for row in rows:
+                self.trials[row.id] = (row.status, row.attempts, row.progress_epoch)
+            sweep = session.get(Sweep, self.sweep_id)
+            if sweep is None:
+                self.finished = True
+                return "".join(chunks)
+            summary = summarize(session, sweep)
+            out = SweepOut.from_row(sweep, summary, board=False).dump()
+            state = (out["status"], out["progress"], out["best"])
+            if state != self.sweep_state:
+                self.sweep_state = state
+                chunks.append(sse("sweep", out))
+            trials_done = all(status in TERMINAL_STATUSES for status, _, _ in self.trials.values())
+            self.finished = sweep.status in TERMINAL_STATUSES and trials_done
+        return "".join(chunks)
+
+
+def trial_event(job: Job) -> dict[str, Any]:
+    """A trial's start or end as the stream tells it."""
+    info = job.info or {}
+    error = None
+    if job.error_code:
+        pruned = info.get("pruned") or {}
+        error = JobError(
+            code=job.error_code,
+            message=job.error_message,
+            epoch=pruned.get("epoch"),
+            rule=pruned.get("rule"),
+        ).dump()
+    return {
+        "job_id": job.id,
+        "trial": job.trial,
+        "status": job.status,
+        "params": job.params or {},
+        "epochs": job.progress_epoch,
+        "metrics": job.metrics or {},
+        "error": error,
+    }
+
+
+def sweep_events(
+    feed: SweepFeed,
+    *,
+    poll_seconds: float,
+    keepalive_seconds: float,
+    max_seconds: float | None,
+    renew: Callable[[], None] = lambda: None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[str]:
+    """Yield the sweep's events until it and all its trials have finished (or `max_seconds`)."""
+    started = last_sent = renewed = clock()
+    while True:
+        text = feed.round()
+        if text:
+            yield text
+            last_sent = clock()
+        if feed.finished:
+            return
+        now = clock()
+        if max_seconds is not None and now - started >= max_seconds:
+            return
+        if now - last_sent >= keepalive_seconds:
+            yield KEEPALIVE
+            last_sent = now
+        if now - renewed >= 20:
+            renew()
+            renewed = now
+        sleep(poll_seconds)
+
+
+def stream_response(
+    hub: Hub,
+    sweep_id: str,
+    tenant_id: str,
+    *,
+    max_seconds: float | None,
+    keepalive_seconds: float,
+) -> Response:
+    """The tenant's sweep's event stream; 404, or 429 when the tenant's slots are all in use."""
+    with hub.db.session() as session:
+        if find(session, Sweep, sweep_id, tenant_id, columns=(Sweep.id,)) is None:
+            raise NotFound.of(Sweep, sweep_id)
+    token = hub.cap.acquire([tenant_id])[0]
+    if token is None:
+        raise ApiError(
+            429,
+            "this tenant has as many event streams open as it may (EVENTS_MAX_PER_TENANT); "
+            "close one or try again later",
+            code="too_many_streams",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+    held = [(tenant_id, token)]
+    events = sweep_events(
+        SweepFeed(hub.db, sweep_id),
+        poll_seconds=hub.poll_seconds,
+        keepalive_seconds=keepalive_seconds,
+        max_seconds=max_seconds,
+        renew=lambda: hub.cap.renew(held),
+    )
+    response = event_stream(events)
+    response.call_on_close(lambda: hub.cap.release(held))
+    return response

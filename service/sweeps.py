@@ -1,0 +1,144 @@
+"""Sweep actions behind the views: plan, admit, create, read, list, cancel.
+
+The API records the sweep; the controllers on the workers (`worker/sweeps.py`) create its
+trials as jobs, at most `max_parallel` unfinished at a time, and end it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from core.cost import Cost, Limits, over_limits
+from core.dispatch import measured_speed
+from core.models import JOB_STATUSES, TERMINAL_STATUSES, Job, Sweep, utcnow
+from core.queries import owned, page
+from core.settings import Settings
+from core.sweep_spec import Plan, SweepError, plan_sweep
+from core.sweeps import cancel_trials, stored_request, summarize, sweep_cost
+from service.errors import ApiError
+from service.jobs import QUEUED_RETRY_AFTER
+from service.schemas import CostOut, SweepDryRun, SweepOut
+
+
+def plan(payload: Any, datasets: Any) -> Plan:
+    """The validated sweep; 422 with field paths (and a bad trial's values) otherwise."""
+    try:
+        return plan_sweep(payload, datasets)
+    except SweepError as exc:
+        raise ApiError(422, str(exc), code="invalid_sweep", details=exc.details) from None
+
+
+def admit(plan: Plan, *, session: Session, settings: Settings) -> Cost:
+    """The sweep's total cost, refused over a limit as one job's would be."""
+    engine = plan.largest.engine
+    cost = sweep_cost(plan, measured_speed(session, engine, settings.stale_after_seconds))
+    problems = over_limits(cost, Limits(settings.max_job_flops, settings.max_data_bytes))
+    if problems:
+        details = [
+            {"field": field, "message": f"the sweep's {plan.total} trials together: {message}"}
+            for field, message in problems
+        ]
+        raise ApiError(422, details[0]["message"], code="over_limit", details=details)
+    return cost
+
+
+def dry_run(plan: Plan, cost: Cost) -> SweepDryRun:
+    largest = max(plan.checked, key=lambda c: c[1].param_counts().total)
+    grid = plan.request.strategy == "grid"
+    return SweepDryRun(
+        valid=True,
+        strategy=plan.request.strategy,
+        total=plan.total,
+        trials=[params for params, _ in plan.checked] if grid else None,
+        space=None if grid else plan.space.describe(),
+        largest={"params": largest[0], "total_params": largest[1].param_counts().total},
+        cost=CostOut.model_validate(cost.as_dict()),
+    )
+
+
+def create_sweep(
+    plan: Plan, cost: Cost, *, session: Session, tenant_id: str, max_queued: int = 0
+) -> Sweep:
+    """Record the sweep, queued; the workers' controllers create and send its trials."""
+    if max_queued:
+        waiting = session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.tenant_id == tenant_id, Job.status == "queued")
+        )
+        if waiting is not None and waiting >= max_queued:
+            raise ApiError(
+                429,
+                f"this tenant has {waiting:,} queued jobs, the most it may have waiting "
+                f"(TENANT_MAX_QUEUED={max_queued:,}); wait for some to start, or cancel some",
+                code="too_many_queued",
+                headers={"Retry-After": str(QUEUED_RETRY_AFTER)},
+            )
+    sweep = Sweep(
+        tenant_id=tenant_id,
+        name=plan.request.name,
+        status="queued",
+        request=stored_request(plan),
+        total=plan.total,
+        cancel_requested=False,
+        cost=cost.as_dict(),
+    )
+    session.add(sweep)
+    session.commit()
+    return sweep
+
+
+def get_sweep(sweep_id: str, *, session: Session, tenant_id: str) -> Sweep:
+    """The tenant's sweep; `NotFound` (404) for a missing or foreign id."""
+    return owned(session, Sweep, sweep_id, tenant_id)
+
+
+def sweep_out(sweep: Sweep, *, session: Session, board: bool = True) -> SweepOut:
+    return SweepOut.from_row(sweep, summarize(session, sweep), board=board)
+
+
+def list_sweeps(
+    *, session: Session, tenant_id: str, status: str | None, limit: int, cursor: str | None
+) -> tuple[list[Sweep], str | None]:
+    """Newest first; the cursor is the id of the last sweep of the previous page."""
+    if status is not None and status not in JOB_STATUSES:
+        raise ApiError(
+            422,
+            f"unknown status {status!r}",
+            details=[{"field": "status", "message": "one of " + ", ".join(JOB_STATUSES)}],
+        )
+    where = () if status is None else (Sweep.status == status,)
+    return page(session, Sweep, tenant_id, *where, limit=limit, cursor=cursor)
+
+
+def cancel_sweep(sweep_id: str, *, session: Session, tenant_id: str) -> Sweep:
+    """End the sweep: its queued trials at once, its running ones after their current epoch.
+
+    No trial is created after this; the sweep is `cancelled` at once (its running trials end
+    `cancelled` within about a second). A finished sweep answers 409.
+    """
+    sweep = get_sweep(sweep_id, session=session, tenant_id=tenant_id)
+    if sweep.status in TERMINAL_STATUSES:
+        raise ApiError(
+            409,
+            f"the sweep is already {sweep.status}; only a queued or running one can be cancelled",
+        )
+    now = utcnow()
+    session.execute(
+        update(Sweep)
+        .where(Sweep.id == sweep.id, Sweep.status.in_(("queued", "running")))
+        .values(
+            status="cancelled",
+            cancel_requested=True,
+            finished_at=now,
+            error_code="cancelled",
+            error_message="cancelled on request",
+        )
+    )
+    cancel_trials(session, sweep.id, "cancelled", "the sweep was cancelled")
+    session.commit()
+    session.refresh(sweep)
+    return sweep
