@@ -301,15 +301,6 @@ def lossy_path(
     )
 
 
-def skew_hook_present() -> bool:
-    """The clock hook (branch `checkpoints`) is in this tree."""
-    return any(
-        SKEW_HOOK in path.read_text(errors="replace")
-        for folder in ("core", "worker")
-        for path in (ROOT / folder).rglob("*.py")
-    )
-
-
 def clock_skew(cluster: Cluster, tmp: Path, cleanup: ExitStack, jobs: int = 10) -> dict[str, Any]:
     """Worker host w2's clock 90 s ahead (CLOCK_SKEW_SECONDS on its workers): every healthy job
     succeeds on its first attempt; a worker_lost message would name what was seen."""

@@ -103,11 +103,6 @@ def test_a_slow_lossy_path_finishes_every_job_once(
     assert f["succeeded"] == 4, f
 
 
-@pytest.mark.skipif(
-    not scenarios.skew_hook_present(),
-    reason="the CLOCK_SKEW_SECONDS test hook (branch checkpoints: one clock, the database's) "
-    "is not in this tree",
-)
 def test_a_worker_host_with_its_clock_ahead_fails_no_healthy_job(
     cluster: Cluster, tmp_path: Path, cleanup: ExitStack
 ) -> None:
