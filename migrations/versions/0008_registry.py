@@ -1,7 +1,7 @@
 """The model registry: registered models, their numbered versions, aliases and history.
 
-Revision ID: 0007
-Revises: 0009 (evaluation and checkpoints, merged first)
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-01
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0009"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
