@@ -38,9 +38,7 @@ def commit_epochs(database: Database, job_id: str, upto: int, end: bool = False)
         done = set(session.scalars(select(JobMetric.epoch).where(JobMetric.job_id == job_id)))
         for epoch in range(1, upto + 1):
             if epoch not in done:
-                session.add(
-                    JobMetric(job_id=job_id, epoch=epoch, loss=1.0 / epoch, seconds=0.01)
-                )
+                session.add(JobMetric(job_id=job_id, epoch=epoch, loss=1.0 / epoch, seconds=0.01))
         session.execute(update(Job).where(Job.id == job_id).values(progress_epoch=upto))
     if end:
         with database.begin() as session:
