@@ -57,7 +57,11 @@ class SweepFeed:
 
     def round(self) -> str:
         """The events since the last round (maybe none)."""
-        with self.db.session() as session:
+        with self.db.begin() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                # One snapshot, as the hub's rounds: the sweep event's progress agrees with the
+                # trial events (the order of the reads alone keeps the epochs right).
+                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             sweep = session.get(Sweep, self.sweep_id)
             if sweep is None:
                 self.finished = True

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,13 +15,24 @@ from flask.testing import FlaskClient
 from sqlalchemy import event, select, update
 
 from core.db import Database
+from core.settings import Settings
 from core.models import Job, JobMetric, Sweep
 from service.sweep_events import SweepFeed
-from tests.conftest import auth
-from tests.support import SEED_SPEC
+from tests.conftest import api_settings, auth
+from tests.support import SEED_SPEC, scratch_database
 from worker.sweeps import advance
 
 EPOCHS = 4
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
+    """The API on SQLite, then on a scratch PostgreSQL database (skipped if none answers)."""
+    with ExitStack() as cleanup:
+        url = scratch_database(request.param, tmp_path, cleanup)
+        if url is None:
+            pytest.skip("PostgreSQL is not running")
+        yield api_settings(url, tmp_path)
 
 
 def parse(text: str) -> list[tuple[str, dict[str, Any]]]:
