@@ -15,8 +15,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import event, select, update
 
 from core.db import Database
-from core.settings import Settings
 from core.models import Job, JobMetric, Sweep
+from core.settings import Settings
 from service.sweep_events import SweepFeed
 from tests.conftest import api_settings, auth
 from tests.support import SEED_SPEC, scratch_database
