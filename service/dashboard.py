@@ -422,15 +422,13 @@ def cancel_sweep(sweep_id: str) -> ResponseReturnValue:
 
 
 def _create_sweep(payload: Any, check: bool = False) -> Any:
-    """What POST /v1/sweeps does: validate, admit the total cost, record; or only check it."""
-    plan = sweeps.plan(payload, info_lookup(session(), g.tenant_id))
+    """What POST /v1/sweeps does (the same service functions): record it, or only check it."""
     settings: Settings = current_app.config["TRAINSVC_SETTINGS"]
-    cost = sweeps.admit(plan, session=session(), settings=settings)
     if check:
-        return sweeps.dry_run(plan, cost).dump()
-    return sweeps.create_sweep(
-        plan, cost, session=session(), tenant_id=g.tenant_id, max_queued=settings.tenant_max_queued
-    )
+        return sweeps.check_sweep(
+            payload, session=session(), tenant_id=g.tenant_id, settings=settings
+        ).dump()
+    return sweeps.submit_sweep(payload, session=session(), tenant_id=g.tenant_id, settings=settings)
 
 
 def _sweep_form(text: str, status: int = 200, **context: Any) -> ResponseReturnValue:

@@ -1,8 +1,8 @@
 """Server-Sent Events for one sweep: its state, each trial's start and end, and every epoch.
 
 A sweep stream is rarer than a job stream (a dashboard page, a `trainsvc sweep submit --wait`),
-so it reads its sweep's trials itself, every EVENTS_POLL_SECONDS: one query for the trials'
-states, one for the new epoch rows of the trials that moved, and one for the sweep row. It holds
+so it reads its sweep's trials itself, every EVENTS_POLL_SECONDS: the sweep row, then its
+trials, then the epoch rows it has not sent of the trials not yet drained (see SweepFeed). It holds
 one of its tenant's EVENTS_MAX_PER_TENANT slots through the hub's stream cap (renewed as the
 hub's own streams are), and renders events with the same `sse` helper as job streams:
 
@@ -35,34 +35,54 @@ from service.streamcap import RETRY_AFTER_SECONDS
 
 
 class SweepFeed:
-    """What one stream has sent of its sweep, and the round that reads what it has not."""
+    """What one stream has sent of its sweep, and the round that reads what it has not.
+
+    Each round reads in the reverse of the order the worker writes: the sweep row, then its
+    trials, then their new epoch rows. A worker commits a trial's epoch rows before (or with)
+    the trial's end, and the controller ends a sweep after its trials, so whatever a round reads
+    as finished has all its epochs in the rows read after it; rows committed meanwhile are only
+    newer ones. The stream remembers the last epoch it sent of each trial (not the trial row's
+    progress_epoch, which may be older than the rows read after it), so no epoch goes twice, and
+    it sends the sweep's terminal event only in the round that has seen every trial finished and
+    drained: it is always the last event.
+    """
 
     def __init__(self, db: Database, sweep_id: str) -> None:
         self.db, self.sweep_id = db, sweep_id
-        self.trials: dict[str, tuple[str, int, int]] = {}  # job id: (status, attempts, epoch)
+        self.trials: dict[str, tuple[str, int]] = {}  # job id: (status, attempts) last read
+        self.sent: dict[str, int] = {}  # job id: the last epoch sent of its current attempt
+        self.drained: set[str] = set()  # finished trials whose every epoch has been sent
         self.sweep_state: Any = None
         self.finished = False
 
     def round(self) -> str:
         """The events since the last round (maybe none)."""
-        chunks: list[str] = []
-        with self.db.session() as session:
-            rows = session.execute(
-                select(
-                    Job.id, Job.trial, Job.status, Job.attempts, Job.progress_epoch, Job.params
-                ).where(Job.sweep_id == self.sweep_id)
-            ).all()
-            cursors: dict[str, int] = {}
-            changed: list[Any] = []
-            for row in rows:
-                was = self.trials.get(row.id)
-                if was is None or (row.status, row.attempts) != was[:2]:
-                    changed.append(row)
-                if was is not None and row.attempts != was[1]:
-                    cursors[row.id] = 0  # a retried trial replays its epochs
-                elif row.progress_epoch != (was[2] if was else 0):
-                    cursors[row.id] = was[2] if was else 0
-            numbers = {row.id: row.trial for row in rows}
+        with self.db.begin() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                # One snapshot, as the hub's rounds: the sweep event's progress agrees with the
+                # trial events (the order of the reads alone keeps the epochs right).
+                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            sweep = session.get(Sweep, self.sweep_id)
+            if sweep is None:
+                self.finished = True
+                return ""
+            jobs = list(session.scalars(select(Job).where(Job.sweep_id == self.sweep_id)))
+            changed: list[Job] = []
+            for job in jobs:
+                was = self.trials.get(job.id)
+                if was is None or (job.status, job.attempts) != was:
+                    changed.append(job)
+                if was is not None and job.attempts != was[1]:
+                    self.sent[job.id] = 0  # a retried trial replays its epochs
+                    self.drained.discard(job.id)
+                self.trials[job.id] = (job.status, job.attempts)
+            numbers = {job.id: job.trial for job in jobs}
+            cursors = {
+                job.id: self.sent.get(job.id, 0)
+                for job in jobs
+                if job.id not in self.drained and job.status != "queued"
+            }
+            epochs: list[str] = []
             if cursors:
                 after = case(cursors, value=JobMetric.job_id, else_=0)
                 for metric in session.scalars(
@@ -72,35 +92,26 @@ class SweepFeed:
                 ):
                     body = {"job_id": metric.job_id, "trial": numbers[metric.job_id]}
                     body.update(Epoch.from_row(metric).dump())
-                    chunks.append(sse("epoch", body))
-            ended = {}
-            if changed:
-                for job in session.scalars(
-                    select(Job).where(Job.id.in_([row.id for row in changed]))
-                ):
-                    ended[job.id] = job
+                    epochs.append(sse("epoch", body))
+                    self.sent[metric.job_id] = metric.epoch
+            for job in jobs:
+                if job.id in cursors and job.status in TERMINAL_STATUSES:
+                    self.drained.add(job.id)  # read finished before its rows: all are sent
             starts: list[str] = []
             ends: list[str] = []
-            for row in sorted(changed, key=lambda r: r.trial or 0):
-                trial = ended.get(row.id)
-                if trial is not None:
-                    pending = trial.status in ("queued", "running")
-                    (starts if pending else ends).append(sse("trial", trial_event(trial)))
-            chunks = starts + chunks + ends
-            for row in rows:
-                self.trials[row.id] = (row.status, row.attempts, row.progress_epoch)
-            sweep = session.get(Sweep, self.sweep_id)
-            if sweep is None:
-                self.finished = True
-                return "".join(chunks)
-            summary = summarize(session, sweep)
-            out = SweepOut.from_row(sweep, summary, board=False).dump()
+            for job in sorted(changed, key=lambda j: j.trial or 0):
+                pending = job.status in ("queued", "running")
+                (starts if pending else ends).append(sse("trial", trial_event(job)))
+            chunks = starts + epochs + ends
+            trials_done = all(job.status in TERMINAL_STATUSES for job in jobs)
+            self.finished = sweep.status in TERMINAL_STATUSES and trials_done
+            if sweep.status in TERMINAL_STATUSES and not trials_done:
+                return "".join(chunks)  # its end waits for its trials' last epochs
+            out = SweepOut.from_row(sweep, summarize(session, sweep), board=False).dump()
             state = (out["status"], out["progress"], out["best"])
-            if state != self.sweep_state:
+            if state != self.sweep_state or self.finished:
                 self.sweep_state = state
                 chunks.append(sse("sweep", out))
-            trials_done = all(status in TERMINAL_STATUSES for status, _, _ in self.trials.values())
-            self.finished = sweep.status in TERMINAL_STATUSES and trials_done
         return "".join(chunks)
 
 

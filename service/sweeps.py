@@ -18,6 +18,7 @@ from core.queries import owned, page
 from core.settings import Settings
 from core.sweep_spec import Plan, SweepError, plan_sweep
 from core.sweeps import cancel_trials, stored_request, summarize, sweep_cost
+from core.uploads import info_lookup
 from service.errors import ApiError
 from service.jobs import QUEUED_RETRY_AFTER
 from service.schemas import CostOut, SweepDryRun, SweepOut
@@ -89,6 +90,33 @@ def create_sweep(
     session.add(sweep)
     session.commit()
     return sweep
+
+
+def _admitted(
+    payload: Any, *, session: Session, tenant_id: str, settings: Settings
+) -> tuple[Plan, Cost]:
+    planned = plan(payload, info_lookup(session, tenant_id))
+    return planned, admit(planned, session=session, settings=settings)
+
+
+def check_sweep(
+    payload: Any, *, session: Session, tenant_id: str, settings: Settings
+) -> SweepDryRun:
+    """POST /v1/sweeps?dry_run=true and the dashboard's Check: validate and cost, record nothing."""
+    return dry_run(*_admitted(payload, session=session, tenant_id=tenant_id, settings=settings))
+
+
+def submit_sweep(payload: Any, *, session: Session, tenant_id: str, settings: Settings) -> Sweep:
+    """POST /v1/sweeps, the dashboard's New sweep and Compare optimizers: validate (422), admit
+    the total cost (422 over a limit), record it under the tenant's queued quota (429)."""
+    planned, cost = _admitted(payload, session=session, tenant_id=tenant_id, settings=settings)
+    return create_sweep(
+        planned,
+        cost,
+        session=session,
+        tenant_id=tenant_id,
+        max_queued=settings.tenant_max_queued,
+    )
 
 
 def get_sweep(sweep_id: str, *, session: Session, tenant_id: str) -> Sweep:

@@ -6,7 +6,6 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
 
 from core.settings import Settings
-from core.uploads import info_lookup
 from service import plots, sweep_events, sweeps
 from service.api.common import flag, json_body, paging, session, tenant
 from service.params import JobFilter, query
@@ -23,14 +22,13 @@ def _authenticate() -> None:
 @bp.post("")
 def submit() -> ResponseReturnValue:
     payload = json_body()
-    plan = sweeps.plan(payload, info_lookup(session(), tenant()))
     settings: Settings = current_app.config["TRAINSVC_SETTINGS"]
-    cost = sweeps.admit(plan, session=session(), settings=settings)
     if flag("dry_run"):
-        return jsonify(sweeps.dry_run(plan, cost).dump())
-    sweep = sweeps.create_sweep(
-        plan, cost, session=session(), tenant_id=tenant(), max_queued=settings.tenant_max_queued
-    )
+        checked = sweeps.check_sweep(
+            payload, session=session(), tenant_id=tenant(), settings=settings
+        )
+        return jsonify(checked.dump())
+    sweep = sweeps.submit_sweep(payload, session=session(), tenant_id=tenant(), settings=settings)
     location = url_for("sweeps.read", sweep_id=sweep.id)
     body = sweeps.sweep_out(sweep, session=session()).dump()
     return jsonify(body), 202, {"Location": location}

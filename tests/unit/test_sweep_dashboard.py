@@ -218,3 +218,34 @@ def test_new_sweep_form_checks_submits_or_shows_each_problem(
     created = sweep_form(client, token, tpe)
     assert created.status_code == 303 and created.headers["Location"].startswith("/ui/sweeps/")
     assert len(advance(database, created.headers["Location"].rsplit("/", 1)[-1])) == 4
+
+
+def test_the_api_and_both_dashboard_forms_submit_through_one_service_function(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch, finished_job: tuple[str, str]
+) -> None:
+    """POST /v1/sweeps, New sweep and Compare optimizers all call `service.sweeps.submit_sweep`
+    (and a check `check_sweep`): one place validates, admits and records a sweep."""
+    from service import sweeps
+    from tests.conftest import auth
+
+    calls: list[str] = []
+    for name in ("submit_sweep", "check_sweep"):
+        real = getattr(sweeps, name)
+
+        def spy(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            calls.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(sweeps, name, spy)
+    token, job_url = finished_job
+    body = compare_optimizers(small_spec(epochs=2))
+    assert client.post("/v1/sweeps", json=body, headers=auth("alice")).status_code == 202
+    assert client.post("/v1/sweeps?dry_run=true", json=body, headers=auth("alice")).is_json
+    assert sweep_form(client, token, body, action="check").status_code == 200
+    assert sweep_form(client, token, body).status_code == 303
+    assert client.post(job_url + "/compare", data={"csrf_token": token}).status_code == 303
+    assert calls == ["submit_sweep", "check_sweep", "check_sweep", "submit_sweep", "submit_sweep"]
+    over = {**body, "max_trials": 10**6, "strategy": "random"}
+    refused = client.post("/v1/sweeps", json=over, headers=auth("alice"))
+    assert refused.status_code == 422 and calls[-1] == "submit_sweep"
+    assert sweep_form(client, token, over).status_code == 422  # the same error, shown in the form
