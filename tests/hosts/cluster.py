@@ -230,6 +230,30 @@ class Client:
             f"submit never accepted: {response.text if response is not None else None}"
         )
 
+    def submit_sweep(self, request: dict[str, Any]) -> str:
+        """POST /v1/sweeps, tried again while a part is down (like `submit`)."""
+        for _ in range(60):
+            response = self.request("POST", "/v1/sweeps", json=request)
+            if response is not None and response.status_code == 202:
+                return str(response.json()["id"])
+            time.sleep(0.5)
+        raise AssertionError(
+            f"sweep never accepted: {response.text if response is not None else None}"
+        )
+
+    def wait_sweep(self, sweep_id: str, timeout: float) -> dict[str, Any]:
+        """Poll the sweep until it is terminal (or `timeout`); its last answer."""
+        deadline = time.monotonic() + timeout
+        sweep: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            response = self.request("GET", f"/v1/sweeps/{sweep_id}")
+            if response is not None and response.status_code == 200:
+                sweep = response.json()
+                if sweep["status"] in TERMINAL:
+                    break
+            time.sleep(0.5)
+        return sweep
+
     def job(self, job_id: str) -> dict[str, Any] | None:
         response = self.request("GET", f"/v1/jobs/{job_id}")
         if response is None or response.status_code != 200:

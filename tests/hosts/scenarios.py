@@ -260,8 +260,9 @@ def lossy_path(
     cut: float = 0.02,
     epochs: int = 10,
 ) -> dict[str, Any]:
-    """The workers reach PostgreSQL and Redis through the fault-injecting proxy: 100 ms +/- 50
-    per chunk, 2 % of connections cut mid-stream. All finish, none twice."""
+    """The workers reach PostgreSQL and Redis through the fault-injecting proxy (100 ms +/- 50
+    per chunk, 2 % of connections cut mid-stream) during a sweep of `jobs` trials: all finish,
+    none twice."""
     address = cluster.start_proxy(tmp, cleanup, cut=cut)
     # Every round trip to the data host now costs about 200 ms: the housekeeping passes (run on
     # each worker's event loop) and the epoch writes are spaced out to match.
@@ -284,15 +285,29 @@ def lossy_path(
     }
     d.start_workers(w1=via_proxy, w2=via_proxy)
     start = time.monotonic()
-    spec = job_spec(rows=1000, epochs=epochs)
-    ids = [d.client.submit({**spec, "name": f"job-{i}"}) for i in range(jobs)]
-    final = d.client.wait_all(ids, timeout=120 + 10 * jobs)
+    # One sweep of `jobs` trials (a grid over the seed): its controller runs on the workers, so
+    # creating each trial crosses the lossy path too.
+    request = {
+        "name": "lossy",
+        "spec": job_spec(rows=1000, epochs=epochs),
+        "space": {"seed": {"choices": list(range(jobs))}},
+        "strategy": "grid",
+        "objective": {"metric": "loss", "direction": "minimize"},
+        "max_trials": jobs,
+        "max_parallel": 4,
+    }
+    sweep = d.client.wait_sweep(d.client.submit_sweep(request), timeout=120 + 10 * jobs)
+    ids = [row["job_id"] for row in sweep.get("leaderboard") or []]
+    final = d.client.wait_all(ids, timeout=30)
     proxy_log = cluster.proxy.log() if cluster.proxy else ""
+    trials = sorted(row["trial"] for row in sweep.get("leaderboard") or [])
     return d.figures(
-        "slow, lossy path to the data host",
+        "slow, lossy path to the data host (a sweep)",
         ids,
         final,
         None,
+        sweep=sweep.get("status"),
+        trials_once=trials == list(range(len(trials))) and len(trials) == jobs,
         drain_s=round(time.monotonic() - start, 1),
         connections_cut=proxy_log.count("\ncut ") + proxy_log.startswith("cut "),
         attempts_over_1=sum(1 for j in final.values() if j["attempts"] > 1),
@@ -350,6 +365,7 @@ def problems(name: str, f: dict[str, Any]) -> list[str]:
             and f["jobs_after"] == 200
         ),
         "clock_skew": lambda: f["first_attempt"] == f["submitted"] and f["worker_lost"] == 0,
+        "lossy_path": lambda: f["sweep"] == "succeeded" and f["trials_once"],
     }
     if name in checks and not checks[name]():
         bad.append(f"{name} expectations")

@@ -94,13 +94,13 @@ def test_an_api_host_cut_off_from_the_data_host_is_not_ready_and_recovers(
     assert f["5xx"] == 0 and f["hangs"] == 0, f
 
 
-def test_a_slow_lossy_path_finishes_every_job_once(
+def test_a_sweep_over_a_slow_lossy_path_finishes_every_trial_once(
     cluster: Cluster, tmp_path: Path, cleanup: ExitStack
 ) -> None:
     # A higher cut rate than the full run's 2 %, so a short run sees cuts too.
     f = report(scenarios.lossy_path(cluster, tmp_path, cleanup, jobs=4, cut=0.1, epochs=4))
     check_jobs(f)
-    assert f["succeeded"] == 4, f
+    assert f["succeeded"] == 4 and f["sweep"] == "succeeded" and f["trials_once"], f
 
 
 def test_a_worker_host_with_its_clock_ahead_fails_no_healthy_job(
