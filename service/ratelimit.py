@@ -169,7 +169,7 @@ class RedisRateLimiter(_Limiter):
         size = self._lease_size(key, window)
         name = self._name(key, now)
         try:
-            pipe = self.client.pipeline()
+            pipe = self.client.pipeline(transaction=False)
             pipe.incrby(name, size)
             pipe.expire(name, int(WINDOW) + 5)
             total = int(pipe.execute()[0])
@@ -194,7 +194,7 @@ class RedisRateLimiter(_Limiter):
         size = self._lease_size(key, window)
         name = self._name(key, now)
         try:
-            pipe = self.client.pipeline()
+            pipe = self.client.pipeline(transaction=False)
             pipe.get(failures._name(address, now))
             if local is None:
                 pipe.incrby(name, size)
@@ -219,7 +219,7 @@ class RedisRateLimiter(_Limiter):
                 self._clean.pop(key, None)
         try:
             if add:
-                pipe = self.client.pipeline()
+                pipe = self.client.pipeline(transaction=False)
                 pipe.incr(name, add)
                 pipe.expire(name, int(WINDOW) + 5)
                 count = int(pipe.execute()[0])
