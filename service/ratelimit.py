@@ -244,7 +244,8 @@ def over_and_hit(
     failures: RateLimiter, address: str, limiter: RateLimiter, key: str
 ) -> tuple[float | None, float | None]:
     """Whether `address` is over its failed authentications (the seconds to wait, or None) and,
-    if it is not, `limiter.hit(key)`: in one Redis round trip when both count in the same Redis.
+    if it is not, `limiter.hit(key)`: in at most one Redis round trip when both count in the same
+    Redis, and usually none (a clean address read recently, a token left in this process's lease).
 
     A request from an address over its failures is refused before its key's request is counted
     (the one-round-trip form counts it too: the key's count is one higher, no more).
