@@ -63,7 +63,9 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "CHECKPOINT_SECONDS": ("checkpoint_seconds", float),
     "CLOCK_SKEW_SECONDS": ("clock_skew_seconds", float),
     "RATE_LIMIT_PER_MINUTE": ("rate_limit_per_minute", int),
+    "RATE_LIMIT_LEASE": ("rate_limit_lease", int),
     "AUTH_FAILURES_PER_MINUTE": ("auth_failures_per_minute", int),
+    "AUTH_CLEAN_SECONDS": ("auth_clean_seconds", float),
     "TRUSTED_PROXIES": ("trusted_proxies", int),
     "MAX_DATASET_BYTES": ("max_dataset_bytes", int),
     "MAX_DATASET_ROWS": ("max_dataset_rows", int),
@@ -141,10 +143,20 @@ class Settings:
     clock_skew_seconds: float = 0.0
     # Requests per minute per API key (0: no limit); over it, 429 with Retry-After.
     rate_limit_per_minute: int = 3000
+    # Counted in Redis, a process takes up to this many of a key's requests at once (a lease,
+    # at most 1/64 of what is left of the minute's limit) and counts them locally; 1: every
+    # request counted in Redis. A key never gets past its limit; it may be refused short of it
+    # by the tokens other processes leased and have not used (at most one lease each).
+    rate_limit_lease: int = 32
     # Failed authentications (a wrong API key, a failed dashboard sign-in) per minute per client
     # address (0: no limit); past it, that address is answered 429 with Retry-After, whatever key
     # it sends, until the minute ends.
     auth_failures_per_minute: int = 20
+    # Counted in Redis, an address read as having no failed authentication this minute is taken
+    # as clean for this many seconds by the process that read it (its known keys then skip the
+    # Redis read); 0: read on every request. Failures are still counted at once, and a key this
+    # process does not know always reads the address's count.
+    auth_clean_seconds: float = 1.0
     # How many proxies in front of the API set X-Forwarded-For and X-Forwarded-Proto (0: none,
     # the client address is the connection's). Set it only when such proxies are there: the
     # headers are trusted from that many hops, and any client can send them.

@@ -58,10 +58,12 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None) 
         settings.events_poll_seconds,
     )
     app.extensions["trainsvc.ratelimit"] = make_rate_limiter(
-        settings.effective_broker_url, settings.rate_limit_per_minute
+        settings.effective_broker_url, settings.rate_limit_per_minute, settings.rate_limit_lease
     )
     app.extensions["trainsvc.auth_failures"] = make_rate_limiter(
-        settings.effective_broker_url, settings.auth_failures_per_minute
+        settings.effective_broker_url,
+        settings.auth_failures_per_minute,
+        clean_seconds=settings.auth_clean_seconds,
     )
     app.before_request(check_request)  # path ids and stored headers, before any view
     app.teardown_appcontext(close_session)

@@ -15,7 +15,6 @@ from service.errors import ApiError
 from service.monitoring import PREDICT_SECONDS
 from service.params import query
 from service.predictions import load_predictor, model_info, parse_instances
-from service.schemas import Prediction
 
 if TYPE_CHECKING:
     from core.runtime import Predictor
@@ -44,9 +43,10 @@ def predict(model_id: str) -> ResponseReturnValue:
             cache=current_app.extensions["trainsvc.models"],
         )
         answer = predict_offloaded(predictor, body)
-        # The runtime's own answer: built without validating its floats again (one row per
-        # float list; the OpenAPI test checks the shape against the document).
-        return jsonify(Prediction.model_construct(model_id=model_id, **answer).dump())
+        # The runtime's own answer as `Prediction` dumps it, built without pydantic (its floats
+        # are already JSON's; "probabilities" only for classifiers; the OpenAPI test checks
+        # the shape against the document).
+        return jsonify({"model_id": model_id, **answer})
 
 
 def predict_offloaded(predictor: Predictor, body: Any) -> dict[str, Any]:

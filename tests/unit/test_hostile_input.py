@@ -312,6 +312,14 @@ def throttled_app(settings: Settings, limiter: str, **changes: Any) -> Flask:
     return create_app(settings.with_overrides(**changes), queue=RecordingQueue())
 
 
+def within_one_minute(seconds: float) -> None:
+    """Wait for the next minute if fewer than `seconds` are left of this one: the limits count
+    per minute, and a count that starts again midway would fail the test for nothing."""
+    left = 60 - time.time() % 60
+    if left < seconds:
+        time.sleep(left + 0.05)
+
+
 def address() -> str:
     """A client address no other test (or test run sharing this Redis) uses."""
     return f"2001:db8::{random.getrandbits(16):x}:{random.getrandbits(16):x}"
@@ -373,3 +381,42 @@ def test_the_client_address_comes_from_trusted_proxies_only(settings: Settings) 
     assert proxied.get("/v1/jobs", headers={**ALICE, **behind}).status_code == 429
     fresh = {"X-Forwarded-For": address()}
     assert proxied.get("/v1/jobs", headers={**ALICE, **fresh}).status_code == 200
+
+
+def test_an_address_throttled_by_another_process_is_refused_its_known_keys(
+    settings: Settings,
+) -> None:
+    """Two API processes on one Redis: the one that knows Alice's key trusts her address as clean
+    for AUTH_CLEAN_SECONDS only; once the other has throttled the address, she is refused."""
+    serving = throttled_app(settings, "redis", auth_clean_seconds=0.3).test_client()
+    within_one_minute(5)
+    guessing = throttled_app(settings, "redis", auth_clean_seconds=0.3).test_client()
+    mine = {"REMOTE_ADDR": address()}
+    for _ in range(3):  # known, and the address read as clean
+        assert serving.get("/v1/jobs", headers=ALICE, environ_base=mine).status_code == 200
+    for status in (401, 401, 401, 429):
+        wrong = {"Authorization": "Bearer guess"}
+        assert guessing.get("/v1/jobs", headers=wrong, environ_base=mine).status_code == status
+    time.sleep(0.35)
+    refused = serving.get("/v1/jobs", headers=ALICE, environ_base=mine)
+    assert_error(refused, 429, "rate_limited")
+    assert "failed authentications" in refused.get_json()["error"]["message"]
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+
+
+def test_a_key_over_its_redis_counted_limit_gets_the_same_429(settings: Settings) -> None:
+    """Leased counting answers as before: the limit's requests, then 429 with Retry-After."""
+    from service.auth import ensure_api_key, new_key
+
+    app = throttled_app(settings, "redis", rate_limit_per_minute=5)
+    key = new_key()  # its own count in the shared Redis
+    with app.extensions["trainsvc.db"].begin() as session:
+        ensure_api_key(session, "alice", key)
+    client = app.test_client()
+    mine = {"Authorization": f"Bearer {key}"}
+    within_one_minute(5)
+    statuses = [client.get("/v1/jobs", headers=mine).status_code for _ in range(7)]
+    assert statuses == [200] * 5 + [429] * 2
+    limited = client.get("/v1/jobs", headers=mine)
+    assert_error(limited, 429, "rate_limited")
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
