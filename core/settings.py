@@ -108,9 +108,12 @@ class Settings:
     # hard time limit or a long job would be handed to a second worker while the first still runs.
     visibility_timeout: int = 3960
     metrics_flush_seconds: float = 0.5
-    # Pool processes are replaced after this many jobs, or once they hold this much memory
-    # (KiB), so TensorFlow's caches cannot make a worker grow without bound.
-    worker_max_tasks_per_child: int = 20
+    # Pool processes are replaced once they hold this much memory (KiB) after a job, so
+    # TensorFlow's caches cannot make a worker grow without bound; and, if set above 0, after
+    # this many jobs. Off by default: a replacement costs about a second (a fresh process
+    # imports everything again), which a stream of tiny jobs paid every 20 jobs, while the
+    # memory limit already bounds what a Keras job leaves behind.
+    worker_max_tasks_per_child: int = 0
     worker_max_memory_per_child: int = 2_000_000
     model_cache_size: int = 64
     max_predict_rows: int = 10_000
