@@ -102,6 +102,10 @@ def claim(
                     worker=worker,
                     handback_requested=False,
                 )
+                # No ORM objects to bring up to date in this session: skipping the evaluation of
+                # the WHERE clause against them saves ~2 ms a statement (as below and in
+                # EpochRecorder.flush, finish, finish_succeeded: every job runs each).
+                .execution_options(synchronize_session=False)
             )
         )
         if not claimed:
@@ -120,6 +124,7 @@ def claim(
                 metrics=None if last is None else epoch_metrics(_record(last)),
                 resumed_from_epoch=kept or None,
             )
+            .execution_options(synchronize_session=False)  # refreshed just below
         )
         session.refresh(job)
         return job, snapshot
@@ -288,7 +293,12 @@ class EpochRecorder:
             if self.latest is not None:
                 values["progress_epoch"] = self.latest.epoch
                 values["metrics"] = epoch_metrics(self.latest)
-            ours = update(Job).where(*_ours(self.job_id, self.attempt)).values(**values)
+            ours = (
+                update(Job)
+                .where(*_ours(self.job_id, self.attempt))
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
             if not rowcount(session.execute(ours)):
                 raise Superseded(f"job {self.job_id} is no longer attempt {self.attempt}'s")
             if rows:
@@ -381,6 +391,7 @@ def finish(
                 train_seconds=None if started is None else time.monotonic() - started,
                 **values,
             )
+            .execution_options(synchronize_session=False)
         )
         if rowcount(ended):
             checkpoints.discard(session, job_id)
@@ -421,6 +432,7 @@ def finish_succeeded(
                     info=result.info or None,
                     train_seconds=None if started is None else time.monotonic() - started,
                 )
+                .execution_options(synchronize_session=False)
             )
         )
         if done:
