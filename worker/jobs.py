@@ -30,7 +30,7 @@ from core.runtime import Predictor
 from core.spec import JobSpec, SpecError, parse_spec
 from core.uploads import info_lookup
 from core.warmstart import model_lookup
-from worker import checkpoints
+from worker import checkpoints, recycle
 from worker.checkpoints import Checkpointer, CheckpointError, HandedBack
 from worker.engines.base import (
     Check,
@@ -64,6 +64,7 @@ def _keras_engine(
 ) -> EngineResult:
     from worker.engines.keras_engine import train  # imports TensorFlow: only inside the task
 
+    recycle.keras_job_ran()  # TensorFlow is in this process now (worker/recycle.py)
     return train(spec, data, cb, check, start)
 
 
