@@ -37,7 +37,7 @@ def after_task(max_keras_jobs: int) -> bool:
     import billiard.pool
 
     log.info("pool process ran %d Keras jobs: it is replaced after this task", _keras_jobs)
-    billiard.pool.mem_rss = _over_any_limit  # type: ignore[attr-defined]
+    billiard.pool.mem_rss = _over_any_limit
     return True
 
 
