@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format install browser bench reliability streams abuse fuzz clean
+.PHONY: run test lint format install browser bench reliability streams abuse hosts fuzz clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -71,6 +71,12 @@ streams: $(STAMP)
 # A careless or hostile tenant against a real stack (SQLite and PostgreSQL): one line per case.
 abuse: $(STAMP)
 	$(PY) -m tests.abuse
+
+# Several hosts in network namespaces (a data host with its own PostgreSQL and Redis, an API host,
+# two worker hosts): every failure scenario at full size, one line of figures each. Needs root and
+# `ip netns`; the short form runs in make test (tests/hosts/test_hosts.py).
+hosts: $(STAMP)
+	$(PY) -m tests.hosts
 
 fuzz: $(STAMP)
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-200} $(PY) -m pytest tests/unit/test_fuzz.py -q

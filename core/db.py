@@ -16,6 +16,7 @@ from sqlalchemy import (
     Result,
     create_engine,
     event,
+    exc,
     literal,
     select,
 )
@@ -23,6 +24,10 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
+
+# Seconds to connect to PostgreSQL, and after which a connection whose server stopped answering
+# (a cut network, a vanished host) is given up: DATABASE_TIMEOUT_SECONDS.
+DEFAULT_TIMEOUT = 10.0
 
 
 def normalize_url(url: str) -> str:
@@ -46,7 +51,41 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(url: str) -> Engine:
+def postgres_timeouts(timeout: float) -> dict[str, int]:
+    """libpq options that bound every wait on the server to about `timeout` seconds.
+
+    Without them a statement sent just before the network was cut waits for the kernel's TCP
+    retransmissions (a quarter of an hour): keepalives probe an idle connection, and
+    tcp_user_timeout drops one whose sent data goes unacknowledged for that long.
+    """
+    seconds = max(1, round(timeout))
+    return {
+        "connect_timeout": max(2, seconds),  # libpq's minimum
+        "keepalives": 1,
+        "keepalives_idle": max(1, seconds // 3),
+        "keepalives_interval": max(1, seconds // 6),
+        "keepalives_count": 3,
+        "tcp_user_timeout": int(timeout * 1000),
+    }
+
+
+def connection_lost(error: BaseException) -> bool:
+    """True for a database error that says the server cannot be reached now (down, restarting,
+    the network cut), as opposed to a wrong statement: worth answering 503 or trying later."""
+    if isinstance(error, exc.TimeoutError):  # no pooled connection came free in time
+        return True
+    if isinstance(error, exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        # SQLite's OperationalError is about the file (locked, no such table), not a network.
+        driver = type(error.orig).__module__ if error.orig is not None else ""
+        return not driver.startswith("sqlite3") and isinstance(
+            error, exc.OperationalError | exc.InterfaceError
+        )
+    return False
+
+
+def make_engine(url: str, timeout: float = DEFAULT_TIMEOUT) -> Engine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
@@ -55,7 +94,14 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=5,
+        pool_timeout=timeout,
+        connect_args=postgres_timeouts(timeout),
+    )
 
 
 class db_now(FunctionElement[Any]):  # noqa: N801 - used like func.now()
@@ -108,8 +154,9 @@ def rowcount(result: Result[Any]) -> int:
 class Database:
     """One engine and its session factory; created lazily so forks get their own connections."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.url = url
+        self.timeout = timeout
         self._engine: Engine | None = None
         self._sessionmaker: sessionmaker[Session] | None = None
         self._pid = os.getpid()
@@ -121,7 +168,7 @@ class Database:
             self._engine.dispose(close=False)
             self._engine = None
         if self._engine is None:
-            self._engine = make_engine(self.url)
+            self._engine = make_engine(self.url, self.timeout)
             self._sessionmaker = sessionmaker(bind=self._engine, expire_on_commit=False)
             self._pid = os.getpid()
         return self._engine

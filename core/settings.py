@@ -41,6 +41,7 @@ def flag(raw: str) -> bool:
 
 ENV_VARS: dict[str, tuple[str, Any]] = {
     "DATABASE_URL": ("database_url", str),
+    "DATABASE_TIMEOUT_SECONDS": ("database_timeout_seconds", float),
     "REDIS_URL": ("redis_url", str),
     "BROKER_URL": ("broker_url", str),
     "QUEUE_NAME": ("queue_name", str),
@@ -96,6 +97,10 @@ class Settings:
     """Everything configurable about the service; see `.env.example` for the variables."""
 
     database_url: str = field(default_factory=lambda: _default_database_url(DEFAULT_VAR_DIR))
+    # Seconds to connect to PostgreSQL, and after which a connection whose server stopped
+    # answering (network cut, host gone) is dropped: the API answers 503 instead of hanging, a
+    # worker gives the job back instead of waiting (see README, "Several hosts").
+    database_timeout_seconds: float = 10.0
     redis_url: str = "redis://localhost:6379/0"
     # The broker actually used; `make run` may point it at a local or embedded broker.
     broker_url: str = ""
@@ -234,6 +239,8 @@ class Settings:
         """Refuse settings that would break the worker's delivery guarantees."""
         if self.stale_after_seconds < 2 * self.heartbeat_seconds:
             raise ValueError("STALE_AFTER_SECONDS must be at least twice HEARTBEAT_SECONDS")
+        if self.database_timeout_seconds <= 0:
+            raise ValueError("DATABASE_TIMEOUT_SECONDS must be above 0")
         if self.log_format not in ("json", "text"):
             raise ValueError("LOG_FORMAT must be json or text")
         if self.max_attempts < 1:

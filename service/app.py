@@ -43,7 +43,8 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None) 
         EVENTS_HEARTBEAT_SECONDS=settings.events_heartbeat_seconds,
         TRAINSVC_SETTINGS=settings,
     )
-    app.extensions["trainsvc.db"] = Database(settings.database_url)
+    database = Database(settings.database_url, settings.database_timeout_seconds)
+    app.extensions["trainsvc.db"] = database
     app.extensions["trainsvc.queue"] = queue or CeleryQueue(settings)
     app.extensions["trainsvc.models"] = ModelCache(settings.model_cache_size)
     app.extensions["trainsvc.keys"] = KeyCache()

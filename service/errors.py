@@ -7,12 +7,17 @@ from typing import Any
 
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
+from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
+from core.db import connection_lost
 from core.queries import NotFound
 from service.schemas import ErrorBody, ErrorResponse
 
 log = logging.getLogger(__name__)
+
+# Seconds a client is told to wait when the database cannot be reached.
+DATABASE_RETRY_AFTER = 5
 
 HTTP_CODES = {
     400: "bad_request",
@@ -83,6 +88,16 @@ def register_error_handlers(app: Flask) -> None:
         elif status == 415:
             message = "send the body as JSON with Content-Type: application/json"
         return error_response(status, HTTP_CODES.get(status, "error"), message)
+
+    @app.errorhandler(sa_exc.SQLAlchemyError)
+    def _database(exc: sa_exc.SQLAlchemyError) -> ResponseReturnValue:
+        if not connection_lost(exc):
+            return _unexpected(exc)
+        # Down, restarting or cut off: a clear answer within DATABASE_TIMEOUT_SECONDS, no hang.
+        log.warning("database unavailable: %s", getattr(exc, "orig", None) or exc)
+        message = "the database cannot be reached now; try again shortly"
+        headers = {"Retry-After": str(DATABASE_RETRY_AFTER)}
+        return error_response(503, "unavailable", message, headers=headers)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> ResponseReturnValue:

@@ -29,7 +29,7 @@ def register_keys(settings: Settings, *, dev_key: bool = False) -> dict[str, str
         log.info(
             "no API_KEYS set: the development key for tenant 'dev' is %s (saved in %s)", key, path
         )
-    database = Database(settings.database_url)
+    database = Database(settings.database_url, settings.database_timeout_seconds)
     try:
         with database.begin() as session:
             for key, tenant in keys.items():

@@ -139,10 +139,11 @@ def openapi_document() -> dict[str, Any]:
             429: "Rate limit reached, or too many failed authentications from this client "
             "address; see Retry-After",
             500: "The stored model cannot be loaded",
+            503: "The database cannot be reached now (down, restarting, cut off); see Retry-After",
         }
         return {str(code): _json(error, text[code]) for code in codes}
 
-    common = (401, 429)
+    common = (401, 429, 503)
 
     def ident(name: str) -> dict[str, Any]:
         """A path id: longer ones, or ones with a NUL, answer 422 (every id is a UUID)."""

@@ -57,7 +57,7 @@ def make_celery(settings: Settings) -> TrainingCelery:
         worker_lost_wait=0.2,
     )
     app.settings = settings
-    app.db = Database(settings.database_url)
+    app.db = Database(settings.database_url, settings.database_timeout_seconds)
     app.steps["worker"].add(HousekeepingStep)
     return app
 

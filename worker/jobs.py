@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from core.artifact import FORMAT_VERSION, Artifact
 from core.cost import job_cost
 from core.datasets import PreparedData, prepare, uploaded_arrays
-from core.db import Database, db_now, rowcount
+from core.db import Database, connection_lost, db_now, rowcount
 from core.dispatch import record_speed
 from core.evaluation import evaluate
 from core.models import Job, JobCheckpoint, JobMetric, Model, new_id
@@ -553,6 +553,17 @@ def run_job(
             _save_pending(recorder)
             return end("failed", "timeout", "the job ran past its time limit")
         except Exception as exc:
+            if connection_lost(exc):
+                # The database went away mid-run (restarted, the network cut): no ending can be
+                # written now. The job's heartbeat stops, and a reaper queues it again (another
+                # attempt) once it is stale; this attempt's writes are fenced off from then on.
+                log.warning(
+                    "job %s: lost the database during attempt %d (%s); leaving it to the reaper",
+                    job_id,
+                    attempt,
+                    exc,
+                )
+                return None
             log.exception("job %s failed", job_id)
             return end("failed", "internal_error", f"{type(exc).__name__}: {exc}")
 

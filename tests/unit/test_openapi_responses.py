@@ -118,6 +118,51 @@ def events_unavailable(api: Api, app: Flask, job_id: str) -> None:
         hub.db = readable
 
 
+def database_unavailable(api: Api, app: Flask) -> None:
+    """Every route that needs the database answers 503 (JSON, Retry-After) while it is down."""
+    readable, hub = app.extensions["trainsvc.db"], app.extensions["trainsvc.events"]
+    hub_readable = hub.db
+    app.extensions["trainsvc.db"] = hub.db = Database("postgresql://nobody@127.0.0.1:1/none")
+    bodies: dict[tuple[str, str], dict[str, Any]] = {
+        ("/v1/jobs", "post"): {"json": small_spec()},
+        ("/v1/models/{model_id}/predict", "post"): {"json": {"instances": [[0.5] * 5]}},
+        ("/v1/datasets", "post"): {"query": "?label=y", "data": CSV, "content_type": "text/csv"},
+        ("/v1/registered-models", "post"): {"json": {"name": "down"}},
+        ("/v1/registered-models/{name}", "patch"): {"json": {"description": "e"}},
+        ("/v1/registered-models/{name}/aliases/{alias}", "put"): {"json": {"version": 1}},
+        ("/v1/registered-models/{name}/versions", "post"): {"json": {"model_id": "nope"}},
+        ("/v1/registered-models/{name}/versions/{version}/predict", "post"): {
+            "json": {"instances": [[0.5] * 20]}
+        },
+        ("/v1/registered-models/{name}@{alias}/predict", "post"): {
+            "json": {"instances": [[0.5] * 20]}
+        },
+        ("/v1/sweeps", "post"): {
+            "json": {
+                "spec": small_spec(),
+                "space": {"optimizer": {"choices": ["sgd", "adam"]}},
+                "strategy": "grid",
+                "objective": {"metric": "loss"},
+            }
+        },
+    }
+    path_values = {"version": 1, "alias": "production"}
+    try:
+        for path, method, status in sorted(documented()):
+            if status != "503" or not path.startswith("/v1/"):
+                continue
+            parameters = DOC["paths"][path][method].get("parameters", [])
+            ids: dict[str, Any] = {
+                p["name"]: path_values.get(p["name"], "nope")
+                for p in parameters
+                if p["in"] == "path"
+            }
+            response = api.call(method, path, 503, **ids, **bodies.get((path, method), {}))
+            assert response.headers.get("Retry-After"), path
+    finally:
+        app.extensions["trainsvc.db"], hub.db = readable, hub_readable
+
+
 def jobs(api: Api, database: Database) -> None:
     """/v1/jobs and a job's own routes: every success and every documented refusal."""
     spec = small_spec()
@@ -410,6 +455,7 @@ def test_every_documented_answer_is_given_and_matches_the_document(
     sweeps(api, database)
     keys_and_limits(api, app)
     health(api, queue, monkeypatch)
+    database_unavailable(api, app)
     missing = sorted(documented() - api.seen)
     assert not missing, f"documented answers this test never saw (add a call for each): {missing}"
 
