@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.memory
 
-The worker (one pool process, recycled every WORKER_MAX_TASKS_PER_CHILD jobs) is sampled
+The worker (one pool process, replaced every WORKER_MAX_KERAS_JOBS_PER_CHILD Keras jobs) is sampled
 after every 10th job: the sum of its processes' resident memory must stay flat. The API
 loads 100 models through predict; its cache is bounded (MODEL_CACHE_SIZE).
 """

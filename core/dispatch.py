@@ -144,7 +144,11 @@ def dispatch_once(db: Database, send: Callable[[str], None], quotas: Quotas) -> 
             except Exception as exc:  # the broker is down: the next pass tries again
                 log.warning("could not send job %s to the broker (%s)", job_id, exc)
                 break
-            marked = update(Job).where(Job.id == job_id, Job.status == "queued")
+            marked = (
+                update(Job)
+                .where(Job.id == job_id, Job.status == "queued")
+                .execution_options(synchronize_session=False)
+            )
             if rowcount(session.execute(marked.values(enqueued_at=db_now()))):
                 sent.append(job_id)
     if sent:

@@ -52,6 +52,7 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "METRICS_FLUSH_SECONDS": ("metrics_flush_seconds", float),
     "WORKER_MAX_TASKS_PER_CHILD": ("worker_max_tasks_per_child", int),
     "WORKER_MAX_MEMORY_PER_CHILD": ("worker_max_memory_per_child", int),
+    "WORKER_MAX_KERAS_JOBS_PER_CHILD": ("worker_max_keras_jobs_per_child", int),
     "MODEL_CACHE_SIZE": ("model_cache_size", int),
     "MAX_PREDICT_ROWS": ("max_predict_rows", int),
     "REGISTRY_CACHE_SECONDS": ("registry_cache_seconds", float),
@@ -115,9 +116,16 @@ class Settings:
     # hard time limit or a long job would be handed to a second worker while the first still runs.
     visibility_timeout: int = 3960
     metrics_flush_seconds: float = 0.5
-    # Pool processes are replaced after this many jobs, or once they hold this much memory
-    # (KiB), so TensorFlow's caches cannot make a worker grow without bound.
-    worker_max_tasks_per_child: int = 20
+    # Pool processes are replaced once they hold this much memory (KiB) after a job, so
+    # TensorFlow's caches cannot make a worker grow without bound; and, if set above 0, after
+    # this many jobs. Off by default: a replacement costs about a second (a fresh process
+    # imports everything again), which a stream of tiny jobs paid every 20 jobs, while the
+    # memory limit already bounds what a Keras job leaves behind.
+    worker_max_tasks_per_child: int = 0
+    # A pool process that trains Keras jobs is replaced after this many (0: never), as
+    # TensorFlow keeps ~6 MiB a job that clear_session() does not free (worker/recycle.py);
+    # it needs WORKER_MAX_MEMORY_PER_CHILD above 0.
+    worker_max_keras_jobs_per_child: int = 20
     worker_max_memory_per_child: int = 2_000_000
     model_cache_size: int = 64
     max_predict_rows: int = 10_000
@@ -249,6 +257,11 @@ class Settings:
             raise ValueError("LOG_FORMAT must be json or text")
         if self.max_attempts < 1:
             raise ValueError("MAX_ATTEMPTS must be at least 1")
+        if self.worker_max_keras_jobs_per_child > 0 and self.worker_max_memory_per_child <= 0:
+            raise ValueError(
+                "WORKER_MAX_KERAS_JOBS_PER_CHILD needs WORKER_MAX_MEMORY_PER_CHILD above 0 (the "
+                "pool's after-task memory check is what replaces the process)"
+            )
         if self.job_soft_time_limit >= self.job_time_limit:
             raise ValueError("JOB_SOFT_TIME_LIMIT must be below JOB_TIME_LIMIT")
         if self.events_heartbeat_seconds <= 0 or self.events_poll_seconds <= 0:

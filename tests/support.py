@@ -118,7 +118,7 @@ TINY_SPEC: dict[str, Any] = {
     "epochs": 20,
 }
 # About half a second: long enough that "two job lengths" is more than the broker's delivery time
-# and a pool process's replacement (every WORKER_MAX_TASKS_PER_CHILD jobs, about a second).
+# and a pool process's replacement (after a job that leaves it above WORKER_MAX_MEMORY_PER_CHILD).
 HALF_SECOND_SPEC: dict[str, Any] = {**TINY_SPEC, "epochs": 400}
 
 

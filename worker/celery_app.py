@@ -43,7 +43,8 @@ def make_celery(settings: Settings) -> TrainingCelery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        worker_max_tasks_per_child=settings.worker_max_tasks_per_child,
+        # 0 is "never" here; Celery's pool would take 0 as "after no task at all".
+        worker_max_tasks_per_child=settings.worker_max_tasks_per_child or None,
         worker_max_memory_per_child=settings.worker_max_memory_per_child,
         # A running job keeps going if the broker connection drops: the database, not the
         # message, says who owns the job, so a redelivered message cannot start it twice.

@@ -13,6 +13,7 @@ from celery.worker.request import Request
 from core.dispatch import dispatch_once
 from core.logs import job_context
 from core.messages import TRAIN_TASK
+from worker import recycle
 from worker.celery_app import TrainingCelery
 from worker.jobs import hand_back, run_job, running_on
 from worker.sweeps import trial_ended
@@ -87,3 +88,4 @@ def train_job(self: Task, job_id: str) -> str | None:
                 dispatch_once(app.db, app.enqueue, app.quotas)
             except Exception:
                 log.exception("dispatcher pass after the job failed")
+            recycle.after_task(app.settings.worker_max_keras_jobs_per_child)

@@ -205,3 +205,65 @@ def test_export_npz_and_onnx_through_the_api(client: FlaskClient, database: Data
     assert error["details"][0]["field"] == "format"
     response = client.get(f"/v1/models/{model_id}/export?format=onnx", headers=BOB)
     assert_error(response, 404, "not_found")
+
+
+@pytest.mark.parametrize("n_classes", [2, 3, 5])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_classification_metrics_equal_scikit_learns(n_classes: int, seed: int) -> None:
+    """The NumPy metrics are scikit-learn's: every number, on random splits with tied scores
+    (probabilities rounded to 1 decimal) and classes never predicted."""
+    from sklearn import metrics
+
+    rng = np.random.default_rng(seed)
+    n = 57
+    y = rng.integers(0, n_classes, n)
+    y[:n_classes] = np.arange(n_classes)  # every class present: ROC AUC is defined
+    raw = rng.random((n, n_classes)) ** 3
+    proba = np.round(raw / raw.sum(axis=1, keepdims=True), 1) + 1e-3
+    proba /= proba.sum(axis=1, keepdims=True)
+    proba[:, -1] *= 0.01 if seed == 2 else 1.0  # the last class is (almost) never predicted
+    proba /= proba.sum(axis=1, keepdims=True)
+    labels = list(range(n_classes))
+    ours = classification_metrics(y, proba, [f"c{i}" for i in labels])
+    predicted = proba.argmax(axis=1)
+    p, r, f, s = metrics.precision_recall_fscore_support(
+        y, predicted, labels=labels, zero_division=0
+    )
+    assert (
+        ours["confusion_matrix"] == metrics.confusion_matrix(y, predicted, labels=labels).tolist()
+    )
+    for i, row in enumerate(ours["per_class"]):
+        assert row["precision"] == pytest.approx(p[i])
+        assert row["recall"] == pytest.approx(r[i])
+        assert row["f1"] == pytest.approx(f[i])
+        assert row["support"] == s[i]
+    assert ours["accuracy"] == pytest.approx(metrics.accuracy_score(y, predicted))
+    for average in ("macro", "weighted"):
+        expected = metrics.f1_score(y, predicted, labels=labels, average=average, zero_division=0)
+        assert ours[f"{average}_f1"] == pytest.approx(expected)
+    eps = float(np.finfo(np.float32).eps)
+    clipped = np.clip(proba, eps, 1 - eps)
+    clipped /= clipped.sum(axis=1, keepdims=True)
+    assert ours["log_loss"] == pytest.approx(metrics.log_loss(y, clipped, labels=labels))
+    if n_classes == 2:
+        auc = metrics.roc_auc_score(y, proba[:, 1])
+    else:
+        scores = proba / proba.sum(axis=1, keepdims=True)  # as the old code gave them
+        auc = metrics.roc_auc_score(y, scores, multi_class="ovr", average="macro", labels=labels)
+    assert ours["roc_auc"] == pytest.approx(auc)
+
+
+@pytest.mark.parametrize("targets", [1, 3])
+def test_regression_metrics_equal_scikit_learns(targets: int) -> None:
+    from sklearn import metrics
+
+    rng = np.random.default_rng(targets)
+    actual = rng.normal(size=(40, targets))
+    predicted = actual + rng.normal(scale=0.3, size=actual.shape)
+    if targets == 3:
+        actual[:, 1] = 2.0  # a constant target: scikit-learn's R² gives it 0 (predicted off)
+        actual[:, 2] = predicted[:, 2] = 5.0  # and 1 when predicted exactly
+    ours = regression_metrics(actual, predicted)
+    assert ours["mae"] == pytest.approx(metrics.mean_absolute_error(actual, predicted))
+    assert ours["rmse"] == pytest.approx(math.sqrt(metrics.mean_squared_error(actual, predicted)))
+    assert ours["r2"] == pytest.approx(metrics.r2_score(actual, predicted))
