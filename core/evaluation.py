@@ -1,8 +1,5 @@
 """A trained model judged on its test split with scikit-learn's metrics, as JSON for the API.
 
-The metrics are scikit-learn's definitions computed in NumPy (tests/unit/test_evaluation.py checks
-them against scikit-learn itself): scikit-learn's input validation alone cost ~0.1 s a job.
-
 Computed once per job, engine-independently: the stored artifact is loaded through the NumPy
 runtime (the very code that serves predictions) and run on the held-out rows. Every number is a
 finite float or None (`null`): a metric that is undefined for the split (ROC AUC when a class is
@@ -49,15 +46,20 @@ def evaluate(
     `X` holds raw features, or with `scaled` rows the stored scaler was already applied to (the
     prepared test split, which `Predictor.prepare` would give bit for bit).
     """
+    import sklearn  # imported here: only workers evaluate
+
     with np.errstate(over="ignore", invalid="ignore"):
         x = np.ascontiguousarray(X, dtype=np.float32) if scaled else predictor.prepare(X)
         outputs = predictor.forward(x).astype(np.float64)
-    if predictor.task == "regression":
-        actual = np.asarray(targets, dtype=np.float64).reshape(len(X), -1)
-        return regression_metrics(actual, outputs)
-    return classification_metrics(
-        class_indices(targets, loss), probabilities(outputs), predictor.classes
-    )
+    # The arrays are ours and finite-checked below: scikit-learn's own argument and finiteness
+    # checks were most of a tiny job's time (about 20 of its 40 ms a call, measured).
+    with sklearn.config_context(skip_parameter_validation=True, assume_finite=True):
+        if predictor.task == "regression":
+            actual = np.asarray(targets, dtype=np.float64).reshape(len(X), -1)
+            return regression_metrics(actual, outputs)
+        return classification_metrics(
+            class_indices(targets, loss), probabilities(outputs), predictor.classes
+        )
 
 
 def probabilities(outputs: NDArray) -> NDArray:
@@ -69,27 +71,17 @@ def probabilities(outputs: NDArray) -> NDArray:
 
 def classification_metrics(y: NDArray, proba: NDArray, classes: list[Any]) -> dict[str, Any]:
     """Confusion matrix (rows: actual, columns: predicted, in `classes` order), per-class
-    precision / recall / F1 / support, macro and weighted F1, log loss and ROC AUC.
+    precision / recall / F1 / support, macro and weighted F1, log loss and ROC AUC."""
+    from sklearn import metrics  # imported here: only workers evaluate
 
-    scikit-learn's definitions (zero_division=0, one-vs-rest macro ROC AUC with tied scores
-    averaged), computed in NumPy from the confusion matrix: every job ends with this, and
-    scikit-learn's input checks cost ~100 ms a call on a tiny test split. The unit tests check
-    every number against scikit-learn's own functions.
-    """
     n_classes = len(classes)
     labels = list(range(n_classes))
     usable = np.isfinite(proba).all(axis=1)
     y, proba = y[usable], proba[usable]
     predicted = proba.argmax(axis=1) if len(proba) else np.zeros(0, dtype=np.int64)
-    matrix = np.bincount(y * n_classes + predicted, minlength=n_classes * n_classes).reshape(
-        n_classes, n_classes
+    precision, recall, f1, support = metrics.precision_recall_fscore_support(
+        y, predicted, labels=labels, zero_division=0
     )
-    tp = np.diag(matrix).astype(np.float64)
-    support = matrix.sum(axis=1)
-    predicted_count = matrix.sum(axis=0)
-    precision = _ratio(tp, predicted_count)
-    recall = _ratio(tp, support)
-    f1 = _ratio(2 * tp, support + predicted_count)
     per_class = [
         {
             "label": classes[i],
@@ -101,72 +93,74 @@ def classification_metrics(y: NDArray, proba: NDArray, classes: list[Any]) -> di
         for i in labels
     ]
     present = len(y) > 0
-    total = int(support.sum())
     return {
         "task": "classification",
         "split": "test",
         "n_samples": len(y),
         "labels": list(classes),
-        "confusion_matrix": matrix.tolist(),
+        "confusion_matrix": metrics.confusion_matrix(y, predicted, labels=labels).tolist()
+        if present
+        else [[0] * n_classes for _ in labels],
         "per_class": per_class,
-        "accuracy": finite(tp.sum() / len(y)) if present else None,
-        "macro_f1": finite(f1.mean()) if present else None,
-        "weighted_f1": finite((f1 * support).sum() / total) if present and total else None,
+        "accuracy": finite(metrics.accuracy_score(y, predicted)) if present else None,
+        "macro_f1": finite(
+            metrics.f1_score(y, predicted, labels=labels, average="macro", zero_division=0)
+        )
+        if present
+        else None,
+        "weighted_f1": finite(
+            metrics.f1_score(y, predicted, labels=labels, average="weighted", zero_division=0)
+        )
+        if present
+        else None,
         "log_loss": _log_loss(y, proba, labels),
         **_roc_auc(y, proba, n_classes),
     }
 
 
-def _ratio(numerator: NDArray, denominator: NDArray) -> NDArray:
-    """numerator / denominator, 0 where the denominator is 0 (scikit-learn's zero_division=0)."""
-    out = np.zeros(len(numerator), dtype=np.float64)
-    np.divide(numerator, denominator, out=out, where=denominator > 0)
-    return out
-
-
 def _log_loss(y: NDArray, proba: NDArray, labels: list[int]) -> float | None:
-    if not len(y) or proba.shape[1] != len(labels):
+    from sklearn.metrics import log_loss
+
+    if not len(y):
         return None
     # Clipped to float32's epsilon as the losses are, so a confident mistake stays finite.
     eps = float(np.finfo(np.float32).eps)
     clipped = np.clip(proba, eps, 1 - eps)
     clipped /= clipped.sum(axis=1, keepdims=True)
-    return finite(-np.log(clipped[np.arange(len(y)), y]).mean())
-
-
-def _binary_auc(positive: NDArray, scores: NDArray) -> float:
-    """Area under the ROC curve: the Mann-Whitney U statistic over average ranks (ties count
-    one half), which equals scikit-learn's trapezoidal area."""
-    order = np.argsort(scores, kind="mergesort")
-    ordered = scores[order]
-    # Average rank (1-based) of each run of tied scores.
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    ends = np.r_[starts[1:], len(ordered)]
-    ranks = np.empty(len(scores), dtype=np.float64)
-    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
-    n_pos = int(positive.sum())
-    n_neg = len(scores) - n_pos
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    try:
+        return finite(log_loss(y, clipped, labels=labels))
+    except ValueError:
+        return None
 
 
 def _roc_auc(y: NDArray, proba: NDArray, n_classes: int) -> dict[str, Any]:
     """ROC AUC: binary on the second class's probability; one-vs-rest macro for more classes.
     None when it is undefined (a class absent from the split)."""
+    from sklearn.metrics import roc_auc_score
+
     average = "binary" if n_classes == 2 else "ovr_macro"
-    if len(np.unique(y)) < n_classes or n_classes < 2 or proba.shape[1] != n_classes:
+    if len(np.unique(y)) < n_classes:
         return {"roc_auc": None, "roc_auc_average": average}
-    if n_classes == 2:
-        value = _binary_auc(y == 1, proba[:, 1])
-    else:
-        # As scikit-learn scores them: rows renormalized to sum to one in float64.
-        scores = proba / proba.sum(axis=1, keepdims=True)
-        value = float(np.mean([_binary_auc(y == k, scores[:, k]) for k in range(n_classes)]))
+    try:
+        if n_classes == 2:
+            value = roc_auc_score(y, proba[:, 1])
+        else:
+            # sklearn insists that multi-class scores sum to one; float32 softmax rows do within
+            # rounding, renormalized in float64 they do exactly.
+            scores = proba / proba.sum(axis=1, keepdims=True)
+            value = roc_auc_score(
+                y, scores, multi_class="ovr", average="macro", labels=list(range(n_classes))
+            )
+    except ValueError:
+        value = None
     return {"roc_auc": finite(value), "roc_auc_average": average}
 
 
 def regression_metrics(actual: NDArray, predicted: NDArray) -> dict[str, Any]:
     """MAE, RMSE and R² (averaged over targets), and a summary and histogram of the residuals
     (predicted - actual), with a sample of (actual, predicted) pairs of the first target."""
+    from sklearn import metrics
+
     usable = np.isfinite(predicted).all(axis=1)
     actual, predicted = actual[usable], predicted[usable]
     n = len(actual)
@@ -199,23 +193,11 @@ def regression_metrics(actual: NDArray, predicted: NDArray) -> dict[str, Any]:
         "split": "test",
         "n_samples": int(n),
         "n_targets": int(actual.shape[1]),
-        "mae": finite(np.abs(predicted - actual).mean(axis=0).mean()) if n else None,
-        "rmse": finite(math.sqrt(((predicted - actual) ** 2).mean(axis=0).mean())) if n else None,
+        "mae": finite(metrics.mean_absolute_error(actual, predicted)) if n else None,
+        "rmse": finite(math.sqrt(metrics.mean_squared_error(actual, predicted))) if n else None,
         # R² is undefined for fewer than two rows (sklearn warns and answers NaN).
-        "r2": _r2(actual, predicted) if n >= 2 else None,
+        "r2": finite(metrics.r2_score(actual, predicted)) if n >= 2 else None,
         "residuals": summary,
         "residual_histogram": histogram,
         "points": points,
     }
-
-
-def _r2(actual: NDArray, predicted: NDArray) -> float | None:
-    """R², averaged over targets as scikit-learn's r2_score (uniform average, force_finite):
-    a constant target scores 1 when predicted exactly, else 0."""
-    residual = ((actual - predicted) ** 2).sum(axis=0)
-    total = ((actual - actual.mean(axis=0)) ** 2).sum(axis=0)
-    scores = np.ones(actual.shape[1], dtype=np.float64)
-    defined = total != 0
-    scores[defined] = 1 - residual[defined] / total[defined]
-    scores[~defined & (residual != 0)] = 0.0
-    return finite(scores.mean())
