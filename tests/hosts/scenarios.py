@@ -294,9 +294,9 @@ def lossy_path(
         "strategy": "grid",
         "objective": {"metric": "loss", "direction": "minimize"},
         "max_trials": jobs,
-        "max_parallel": 4,
+        "max_parallel": jobs,  # all at once, as the jobs were: the path is slow enough
     }
-    sweep = d.client.wait_sweep(d.client.submit_sweep(request), timeout=120 + 10 * jobs)
+    sweep = d.client.wait_sweep(d.client.submit_sweep(request), timeout=120 + 20 * jobs)
     ids = [row["job_id"] for row in sweep.get("leaderboard") or []]
     final = d.client.wait_all(ids, timeout=30)
     proxy_log = cluster.proxy.log() if cluster.proxy else ""
