@@ -6,8 +6,9 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -131,14 +132,32 @@ def _cancelling(job: Json) -> bool:
 # -- live progress ----------------------------------------------------------------------------
 
 
-class EpochProgress:
-    """A tqdm bar fed by a job's status and epoch events."""
+class Progress:
+    """A tqdm bar on `file` (made on first use), with messages printed above it."""
 
     def __init__(self, file: TextIO) -> None:
         self.file = file
         self.bar: tqdm[Any] | None = None
-        self.job: Json | None = None
         self.status: str | None = None
+
+    def write(self, message: str) -> None:
+        if self.bar is not None:
+            self.bar.write(message, file=self.file)
+        else:
+            print(message, file=self.file, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class EpochProgress(Progress):
+    """A tqdm bar fed by a job's status and epoch events."""
+
+    def __init__(self, file: TextIO) -> None:
+        super().__init__(file)
+        self.job: Json | None = None
 
     def on_status(self, job: Json) -> None:
         """Note a status change above the bar."""
@@ -167,17 +186,6 @@ class EpochProgress:
         bar.set_postfix(shown, refresh=False)
         bar.update(epoch - bar.n)  # redraws at most every `mininterval`
 
-    def write(self, message: str) -> None:
-        if self.bar is not None:
-            self.bar.write(message, file=self.file)
-        else:
-            print(message, file=self.file, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
     def _ensure_bar(self) -> tqdm[Any]:
         if self.bar is None:
             # The stream replays every recorded epoch, so the bar starts from zero.
@@ -201,21 +209,24 @@ def follow(client: Client, job_id: str, as_json: bool, out: TextIO, err: TextIO)
     try:
         job = client.wait(job_id, on_epoch=progress.on_epoch, on_status=progress.on_status)
     except KeyboardInterrupt:
-        progress.close()
-        print(
-            f"\nstopped watching; job {job_id} keeps running.\n"
-            f"  follow it again: trainsvc wait {job_id}\n"
-            f"  stop it:         trainsvc cancel {job_id}",
-            file=err,
-        )
-        return 130
+        return stopped_watching("job", job_id, progress, err)
     finally:
         progress.close()
-    if as_json:
-        dump(job, out)
-    else:
-        print_summary(job, out)
+    show(job, as_json, print_summary, out)
     return 0 if job["status"] == "succeeded" else 1
+
+
+def stopped_watching(kind: str, ident: str, progress: Progress, err: TextIO) -> int:
+    """After Ctrl-C while following a job or sweep: say how to go on; exit status 130."""
+    progress.close()
+    command = "trainsvc " if kind == "job" else f"trainsvc {kind} "
+    print(
+        f"\nstopped watching; {kind} {ident} keeps running.\n"
+        f"  follow it again: {command}wait {ident}\n"
+        f"  stop it:         {command}cancel {ident}",
+        file=err,
+    )
+    return 130
 
 
 def print_summary(job: Json, out: TextIO) -> None:
@@ -342,17 +353,23 @@ def cmd_status(client: Client, args: argparse.Namespace, out: TextIO, err: TextI
     return show(client.job(args.job_id), args.json, print_job, out)
 
 
-def cmd_list(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    jobs: list[Json] = []
-    for job in client.iter_jobs(status=args.status, page_size=min(args.limit, 100)):
-        jobs.append(job)
-        if len(jobs) >= args.limit:
-            break
+def listed(items: Iterable[Json], what: str, args: argparse.Namespace, out: TextIO) -> list[Json]:
+    """The first --limit items for a table; empty when there is nothing left to print (they
+    were printed as JSON, or there are none and that was said)."""
+    found = list(islice(items, args.limit))
     if args.json:
-        dump(jobs, out)
-        return 0
+        dump(found, out)
+        return []
+    if not found:
+        print(f"no {what}" + (f" with status {args.status}" if args.status else ""), file=out)
+    return found
+
+
+def cmd_list(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    jobs = listed(
+        client.iter_jobs(status=args.status, page_size=min(args.limit, 100)), "jobs", args, out
+    )
     if not jobs:
-        print("no jobs" + (f" with status {args.status}" if args.status else ""), file=out)
         return 0
     rows = []
     for job in jobs:

@@ -11,15 +11,18 @@ from tqdm import tqdm
 
 from trainsvc_client.cli import (
     STATUSES,
+    Progress,
     TrainsvcError,
     cost_text,
     dump,
     fmt,
     fmt_time,
+    listed,
     positive,
     print_fields,
     read_json,
     show,
+    stopped_watching,
     table,
     write_png,
 )
@@ -137,13 +140,8 @@ def print_dry_run(plan: Json, out: TextIO) -> None:
 # -- live progress ----------------------------------------------------------------------------
 
 
-class SweepProgress:
+class SweepProgress(Progress):
     """One tqdm bar for a whole sweep: trials finished of the total, the best value so far."""
-
-    def __init__(self, file: TextIO) -> None:
-        self.file = file
-        self.bar: tqdm[Any] | None = None
-        self.status: str | None = None
 
     def __call__(self, sweep: Json) -> None:
         progress = sweep.get("progress") or {}
@@ -169,17 +167,6 @@ class SweepProgress:
             self.bar.reset(total=self.bar.total)
         self.bar.update(finished - self.bar.n)
 
-    def write(self, message: str) -> None:
-        if self.bar is not None:
-            self.bar.write(message, file=self.file)
-        else:
-            print(message, file=self.file, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
 
 def follow_sweep(client: Client, sweep_id: str, as_json: bool, out: TextIO, err: TextIO) -> int:
     """Show a sweep's progress until it ends; exit 0 only if it succeeded."""
@@ -187,14 +174,7 @@ def follow_sweep(client: Client, sweep_id: str, as_json: bool, out: TextIO, err:
     try:
         sweep = client.wait_sweep(sweep_id, on_progress=progress, poll_interval=POLL_SECONDS)
     except KeyboardInterrupt:
-        progress.close()
-        print(
-            f"\nstopped watching; sweep {sweep_id} keeps running.\n"
-            f"  follow it again: trainsvc sweep wait {sweep_id}\n"
-            f"  stop it:         trainsvc sweep cancel {sweep_id}",
-            file=err,
-        )
-        return 130
+        return stopped_watching("sweep", sweep_id, progress, err)
     finally:
         progress.close()
     show(sweep, as_json, print_sweep, out)
@@ -235,16 +215,10 @@ def cmd_status(client: Client, args: argparse.Namespace, out: TextIO, err: TextI
 
 
 def cmd_list(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    sweeps: list[Json] = []
-    for sweep in client.iter_sweeps(status=args.status, page_size=min(args.limit, 100)):
-        sweeps.append(sweep)
-        if len(sweeps) >= args.limit:
-            break
-    if args.json:
-        dump(sweeps, out)
-        return 0
+    sweeps = listed(
+        client.iter_sweeps(status=args.status, page_size=min(args.limit, 100)), "sweeps", args, out
+    )
     if not sweeps:
-        print("no sweeps" + (f" with status {args.status}" if args.status else ""), file=out)
         return 0
     rows = [
         (
