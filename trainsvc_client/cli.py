@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from itertools import islice
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from tqdm import tqdm
 
@@ -534,21 +534,7 @@ def cmd_cancel(client: Client, args: argparse.Namespace, out: TextIO, err: TextI
 
 
 def cmd_plot(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    return write_png(client.plot(args.job_id), args.output or f"{args.job_id}.png", out)
-
-
-def write_png(data: bytes, target: str, out: TextIO) -> int:
-    """Save PNG bytes to `target` ('-' for stdout) and say so."""
-    if target == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-        return 0
-    try:
-        Path(target).write_bytes(data)
-    except OSError as exc:
-        raise TrainsvcError(f"cannot write {target}: {exc.strerror}") from None
-    print(f"wrote {target} ({len(data):,} bytes)", file=out)
-    return 0
+    return write_file(client.plot(args.job_id), args.output or f"{args.job_id}.png", out)
 
 
 def print_dataset(dataset: Json, out: TextIO) -> None:
@@ -744,6 +730,29 @@ def cmd_registry_predict(client: Client, args: argparse.Namespace, out: TextIO, 
 Command = Callable[[Client, argparse.Namespace, TextIO, TextIO], int]
 
 
+class AddCommand(Protocol):
+    def __call__(
+        self, name: str, func: Command, help: str, json_flag: bool = True
+    ) -> argparse.ArgumentParser: ...
+
+
+def command_adder(
+    commands: Any, connection: argparse.ArgumentParser, as_json: argparse.ArgumentParser
+) -> AddCommand:
+    """A function adding one subcommand to `commands` (an argparse subparsers action): its help,
+    its function, the connection options and (unless json_flag is false) --json."""
+
+    def add(name: str, func: Command, help: str, json_flag: bool = True) -> argparse.ArgumentParser:
+        parents = [connection, as_json] if json_flag else [connection]
+        sub: argparse.ArgumentParser = commands.add_parser(
+            name, help=help, description=help, parents=parents
+        )
+        sub.set_defaults(func=func)
+        return sub
+
+    return add
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `trainsvc` argument parser; global options may come before or after the command."""
     connection = argparse.ArgumentParser(add_help=False)
@@ -765,12 +774,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, func: Command, help: str, json_flag: bool = True) -> argparse.ArgumentParser:
-        parents = [connection, as_json] if json_flag else [connection]
-        sub = commands.add_parser(name, help=help, description=help, parents=parents)
-        sub.set_defaults(func=func)
-        return sub
-
+    add = command_adder(commands, connection, as_json)
     submit = add("submit", cmd_submit, "submit a job spec (a JSON file, or - for stdin)")
     submit.add_argument("spec", help="the job spec file")
     submit.add_argument("--wait", action="store_true", help="follow the job with a progress bar")
@@ -825,13 +829,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="datasets_command", required=True, metavar="COMMAND"
     )
 
-    def add_dataset(name: str, func: Command, help: str) -> argparse.ArgumentParser:
-        sub = dataset_commands.add_parser(
-            name, help=help, description=help, parents=[connection, as_json]
-        )
-        sub.set_defaults(func=func)
-        return sub
-
+    add_dataset = command_adder(dataset_commands, connection, as_json)
     upload = add_dataset("upload", cmd_datasets_upload, "upload a CSV file with a header row")
     upload.add_argument("file")
     upload.add_argument("--label", required=True, help="the column to predict")
@@ -856,13 +854,7 @@ def add_registry_commands(
         dest="registry_command", required=True, metavar="COMMAND"
     )
 
-    def add(name: str, func: Command, help: str) -> argparse.ArgumentParser:
-        sub = registry_commands.add_parser(
-            name, help=help, description=help, parents=[connection, as_json]
-        )
-        sub.set_defaults(func=func)
-        return sub
-
+    add = command_adder(registry_commands, connection, as_json)
     create = add("create", cmd_registry_create, "create a registered model name")
     create.add_argument("name")
     create.add_argument("--description")

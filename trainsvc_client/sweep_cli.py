@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
 from typing import Any, TextIO
 
 from tqdm import tqdm
@@ -13,6 +12,7 @@ from trainsvc_client.cli import (
     STATUSES,
     Progress,
     TrainsvcError,
+    command_adder,
     cost_text,
     dump,
     fmt,
@@ -24,11 +24,10 @@ from trainsvc_client.cli import (
     show,
     stopped_watching,
     table,
-    write_png,
+    write_file,
 )
 from trainsvc_client.client import Client, Json
 
-Command = Callable[[Client, argparse.Namespace, TextIO, TextIO], int]
 # While following a sweep, read it at most this often (its event stream says when to look).
 POLL_SECONDS = 1.0
 
@@ -251,7 +250,7 @@ def cmd_cancel(client: Client, args: argparse.Namespace, out: TextIO, err: TextI
 
 
 def cmd_plot(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    return write_png(client.sweep_plot(args.sweep_id), args.output or f"{args.sweep_id}.png", out)
+    return write_file(client.sweep_plot(args.sweep_id), args.output or f"{args.sweep_id}.png", out)
 
 
 def add_commands(
@@ -265,12 +264,7 @@ def add_commands(
     )
     sweep_commands = sweep.add_subparsers(dest="sweep_command", required=True, metavar="COMMAND")
 
-    def add(name: str, func: Command, help: str, json_flag: bool = True) -> argparse.ArgumentParser:
-        parents = [connection, as_json] if json_flag else [connection]
-        sub = sweep_commands.add_parser(name, help=help, description=help, parents=parents)
-        sub.set_defaults(func=func)
-        return sub
-
+    add = command_adder(sweep_commands, connection, as_json)
     submit = add("submit", cmd_submit, "submit a sweep request (a JSON file, or - for stdin)")
     submit.add_argument("file", help="the sweep request: name, spec, space, strategy, ...")
     submit.add_argument("--wait", action="store_true", help="follow it with one progress bar")
