@@ -26,12 +26,10 @@ from core.db import Database
 from core.models import TERMINAL_STATUSES, Job, JobMetric, Sweep
 from core.queries import NotFound, find
 from core.sweeps import summarize
-from service.errors import ApiError
-from service.events import event_stream
+from service.events import event_stream, stream_refused
 from service.hub import Hub
 from service.schemas import Epoch, JobError, SweepOut
 from service.sse import KEEPALIVE, sse
-from service.streamcap import RETRY_AFTER_SECONDS
 
 
 class SweepFeed:
@@ -183,13 +181,7 @@ def stream_response(
             raise NotFound.of(Sweep, sweep_id)
     token = hub.cap.acquire([tenant_id])[0]
     if token is None:
-        raise ApiError(
-            429,
-            "this tenant has as many event streams open as it may (EVENTS_MAX_PER_TENANT); "
-            "close one or try again later",
-            code="too_many_streams",
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
+        raise stream_refused(full=True)
     held = [(tenant_id, token)]
     events = sweep_events(
         SweepFeed(hub.db, sweep_id),
