@@ -115,16 +115,7 @@ class SweepFeed:
 
 def trial_event(job: Job) -> dict[str, Any]:
     """A trial's start or end as the stream tells it."""
-    info = job.info or {}
-    error = None
-    if job.error_code:
-        pruned = info.get("pruned") or {}
-        error = JobError(
-            code=job.error_code,
-            message=job.error_message,
-            epoch=pruned.get("epoch"),
-            rule=pruned.get("rule"),
-        ).dump()
+    error = JobError.of(job)
     return {
         "job_id": job.id,
         "trial": job.trial,
@@ -132,7 +123,7 @@ def trial_event(job: Job) -> dict[str, Any]:
         "params": job.params or {},
         "epochs": job.progress_epoch,
         "metrics": job.metrics or {},
-        "error": error,
+        "error": None if error is None else error.dump(),
     }
 
 
