@@ -354,14 +354,15 @@ def cmd_status(client: Client, args: argparse.Namespace, out: TextIO, err: TextI
 
 
 def listed(items: Iterable[Json], what: str, args: argparse.Namespace, out: TextIO) -> list[Json]:
-    """The first --limit items for a table; empty when there is nothing left to print (they
-    were printed as JSON, or there are none and that was said)."""
+    """The first --limit items (all without one) for a table; empty when there is nothing left
+    to print (they were printed as JSON, or there are none and that was said)."""
     found = list(islice(items, args.limit))
     if args.json:
         dump(found, out)
         return []
+    status = getattr(args, "status", None)
     if not found:
-        print(f"no {what}" + (f" with status {args.status}" if args.status else ""), file=out)
+        print(f"no {what}" + (f" with status {status}" if status else ""), file=out)
     return found
 
 
@@ -566,12 +567,8 @@ def cmd_datasets_upload(client: Client, args: argparse.Namespace, out: TextIO, e
 
 
 def cmd_datasets_list(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    items = client.datasets(limit=args.limit)["items"]
-    if args.json:
-        dump(items, out)
-    elif not items:
-        print("no datasets", file=out)
-    else:
+    items = listed(client.datasets(limit=args.limit)["items"], "datasets", args, out)
+    if items:
         rows = [
             (
                 d["id"],
@@ -621,12 +618,9 @@ def cmd_registry_create(client: Client, args: argparse.Namespace, out: TextIO, e
 
 
 def cmd_registry_list(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    items = client.registered_models(limit=args.limit)["items"]
-    if args.json:
-        dump(items, out)
-    elif not items:
-        print("no registered models", file=out)
-    else:
+    page = client.registered_models(limit=args.limit)["items"]
+    items = listed(page, "registered models", args, out)
+    if items:
         rows = [
             (
                 m["name"],
