@@ -165,6 +165,19 @@ def resume_after(after: str | None, last_event_id: str | None) -> int:
     return 0
 
 
+def stream_refused(*, full: bool) -> ApiError:
+    """No event stream now: 429 when the tenant has all its streams open (`full`), else 503."""
+    return ApiError(
+        429 if full else 503,
+        "this tenant has as many event streams open as it may (EVENTS_MAX_PER_TENANT); "
+        "close one or try again later"
+        if full
+        else "the job's events cannot be read now; try again shortly",
+        code="too_many_streams" if full else "unavailable",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
 def stream_response(
     hub: Hub,
     job_id: str,
@@ -183,16 +196,7 @@ def stream_response(
     if ticket.answer == "gone":
         raise NotFound.of(Job, job_id)
     if ticket.answer in ("full", "unavailable"):
-        full = ticket.answer == "full"
-        raise ApiError(
-            429 if full else 503,
-            "this tenant has as many event streams open as it may (EVENTS_MAX_PER_TENANT); "
-            "close one or try again later"
-            if full
-            else "the job's events cannot be read now; try again shortly",
-            code="too_many_streams" if full else "unavailable",
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
+        raise stream_refused(full=ticket.answer == "full")
     try:
         after = resume_after(*resume)
     except ApiError:

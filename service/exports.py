@@ -7,12 +7,12 @@ from typing import Literal
 
 from sqlalchemy.orm import Session
 
-from core.artifact import Artifact, ArtifactError
+from core.artifact import Artifact
 from core.models import Model
 from core.queries import owned
 from service import offload
-from service.errors import ApiError
 from service.params import Query
+from service.predictions import load_stored
 
 FORMATS = ("onnx", "npz")
 
@@ -38,12 +38,7 @@ def export_model(model_id: str, fmt: str, *, session: Session, tenant_id: str) -
         return Export(row.weights, f"model-{model_id}.npz", "application/octet-stream", {})
     from core.onnx_export import OPSET, export_onnx  # the `onnx` package: only when asked
 
-    try:
-        artifact = Artifact.from_bytes(row.weights)
-    except ArtifactError as exc:
-        raise ApiError(
-            500, f"the stored model {model_id} cannot be loaded: {exc}", code="model_unreadable"
-        ) from None
+    artifact = load_stored(model_id, Artifact.from_bytes, row.weights)
     body = offload.run(export_onnx, artifact, name=f"trainsvc-{model_id}")
     return Export(
         body, f"model-{model_id}.onnx", "application/octet-stream", {"X-ONNX-Opset": str(OPSET)}

@@ -9,7 +9,8 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Mapped, Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from core.cost import Cost, Limits, job_cost, over_limits
 from core.db import Database, db_now, rowcount
@@ -58,6 +59,25 @@ def admit(spec: JobSpec, *, session: Session, settings: Settings) -> Cost:
     return cost
 
 
+def check_queued_cap(session: Session, tenant_id: str, max_queued: int) -> None:
+    """429 when the tenant already has `max_queued` jobs waiting (0: no cap)."""
+    if not max_queued:
+        return
+    waiting = session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(Job.tenant_id == tenant_id, Job.status == "queued")
+    )
+    if waiting is not None and waiting >= max_queued:
+        raise ApiError(
+            429,
+            f"this tenant has {waiting:,} queued jobs, the most it may have waiting "
+            f"(TENANT_MAX_QUEUED={max_queued:,}); wait for some to start, or cancel some",
+            code="too_many_queued",
+            headers={"Retry-After": str(QUEUED_RETRY_AFTER)},
+        )
+
+
 def create_job(
     spec: JobSpec,
     *,
@@ -78,20 +98,7 @@ def create_job(
         existing = find_idempotent(*idempotency, session=session, tenant_id=tenant_id)
         if existing is not None:
             return existing
-    if max_queued:
-        waiting = session.scalar(
-            select(func.count())
-            .select_from(Job)
-            .where(Job.tenant_id == tenant_id, Job.status == "queued")
-        )
-        if waiting is not None and waiting >= max_queued:
-            raise ApiError(
-                429,
-                f"this tenant has {waiting:,} queued jobs, the most it may have waiting "
-                f"(TENANT_MAX_QUEUED={max_queued:,}); wait for some to start, or cancel some",
-                code="too_many_queued",
-                headers={"Retry-After": str(QUEUED_RETRY_AFTER)},
-            )
+    check_queued_cap(session, tenant_id, max_queued)
     job = Job(
         tenant_id=tenant_id,
         name=spec.name,
@@ -160,17 +167,25 @@ def get_job(job_id: str, *, session: Session, tenant_id: str) -> Job:
     return owned(session, Job, job_id, tenant_id)
 
 
-def list_jobs(
-    *, session: Session, tenant_id: str, status: str | None, limit: int, cursor: str | None
-) -> tuple[list[Job], str | None]:
-    """Newest first; the cursor is the id of the last job of the previous page."""
-    if status is not None and status not in JOB_STATUSES:
+def status_filter(column: Mapped[str], status: str | None) -> tuple[ColumnElement[bool], ...]:
+    """The WHERE clause of a listing filtered by ?status= (none without one); 422 for a status
+    that is not a job status (sweeps have the same ones)."""
+    if status is None:
+        return ()
+    if status not in JOB_STATUSES:
         raise ApiError(
             422,
             f"unknown status {status!r}",
             details=[{"field": "status", "message": "one of " + ", ".join(JOB_STATUSES)}],
         )
-    where = () if status is None else (Job.status == status,)
+    return (column == status,)
+
+
+def list_jobs(
+    *, session: Session, tenant_id: str, status: str | None, limit: int, cursor: str | None
+) -> tuple[list[Job], str | None]:
+    """Newest first; the cursor is the id of the last job of the previous page."""
+    where = status_filter(Job.status, status)
     return page(session, Job, tenant_id, *where, limit=limit, cursor=cursor)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from pydantic import Field, ValidationError
@@ -18,6 +18,8 @@ from core.schema import Strict
 from core.spec import field_path
 from service.errors import ApiError
 from service.schemas import ModelOut
+
+Loaded = TypeVar("Loaded")
 
 
 class PredictRequest(Strict):
@@ -53,14 +55,19 @@ def load_predictor(
         return predictor
     database = session if isinstance(session, Session) else session()
     row = owned(database, Model, model_id, tenant_id, columns=(Model.weights,))
+    predictor = load_stored(model_id, Predictor.from_bytes, row.weights)
+    cache.put(model_id, tenant_id, predictor)
+    return predictor
+
+
+def load_stored(model_id: str, load: Callable[[bytes], Loaded], weights: bytes) -> Loaded:
+    """`load(weights)`; a stored model that cannot be loaded is a 500 `model_unreadable`."""
     try:
-        predictor = Predictor.from_bytes(row.weights)
+        return load(weights)
     except ArtifactError as exc:
         raise ApiError(
             500, f"the stored model {model_id} cannot be loaded: {exc}", code="model_unreadable"
         ) from None
-    cache.put(model_id, tenant_id, predictor)
-    return predictor
 
 
 def model_info(model_id: str, *, session: Session, tenant_id: str) -> ModelOut:

@@ -77,6 +77,19 @@ class JobError(Out):
         description="pruned: the pruner: median, successive_halving or hyperband",
     )
 
+    @classmethod
+    def of(cls, job: Job) -> JobError | None:
+        """The job's error (with the epoch and rule when a pruner stopped it), or None."""
+        if not job.error_code:
+            return None
+        pruned = (job.info or {}).get("pruned") or {}
+        return cls(
+            code=job.error_code,
+            message=job.error_message,
+            epoch=pruned.get("epoch"),
+            rule=pruned.get("rule"),
+        )
+
 
 class TrialTag(Out):
     """What makes a job a sweep's trial."""
@@ -136,15 +149,7 @@ class JobOut(Out):
     def from_row(cls, job: Job) -> JobOut:
         """The job as clients see it."""
         info = job.info or {}
-        error = None
-        if job.error_code:
-            pruned = info.get("pruned") or {}
-            error = JobError(
-                code=job.error_code,
-                message=job.error_message,
-                epoch=pruned.get("epoch"),
-                rule=pruned.get("rule"),
-            )
+        error = JobError.of(job)
         sweep = None
         if job.sweep_id is not None:
             sweep = TrialTag(sweep_id=job.sweep_id, trial=job.trial or 0, params=job.params or {})

@@ -26,12 +26,10 @@ from core.db import Database
 from core.models import TERMINAL_STATUSES, Job, JobMetric, Sweep
 from core.queries import NotFound, find
 from core.sweeps import summarize
-from service.errors import ApiError
-from service.events import event_stream
+from service.events import event_stream, stream_refused
 from service.hub import Hub
 from service.schemas import Epoch, JobError, SweepOut
 from service.sse import KEEPALIVE, sse
-from service.streamcap import RETRY_AFTER_SECONDS
 
 
 class SweepFeed:
@@ -117,16 +115,7 @@ class SweepFeed:
 
 def trial_event(job: Job) -> dict[str, Any]:
     """A trial's start or end as the stream tells it."""
-    info = job.info or {}
-    error = None
-    if job.error_code:
-        pruned = info.get("pruned") or {}
-        error = JobError(
-            code=job.error_code,
-            message=job.error_message,
-            epoch=pruned.get("epoch"),
-            rule=pruned.get("rule"),
-        ).dump()
+    error = JobError.of(job)
     return {
         "job_id": job.id,
         "trial": job.trial,
@@ -134,7 +123,7 @@ def trial_event(job: Job) -> dict[str, Any]:
         "params": job.params or {},
         "epochs": job.progress_epoch,
         "metrics": job.metrics or {},
-        "error": error,
+        "error": None if error is None else error.dump(),
     }
 
 
@@ -183,13 +172,7 @@ def stream_response(
             raise NotFound.of(Sweep, sweep_id)
     token = hub.cap.acquire([tenant_id])[0]
     if token is None:
-        raise ApiError(
-            429,
-            "this tenant has as many event streams open as it may (EVENTS_MAX_PER_TENANT); "
-            "close one or try again later",
-            code="too_many_streams",
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
+        raise stream_refused(full=True)
     held = [(tenant_id, token)]
     events = sweep_events(
         SweepFeed(hub.db, sweep_id),

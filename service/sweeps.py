@@ -8,19 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from core.cost import Cost, Limits, over_limits
 from core.dispatch import measured_speed
-from core.models import JOB_STATUSES, TERMINAL_STATUSES, Job, Sweep, utcnow
+from core.models import TERMINAL_STATUSES, Sweep, utcnow
 from core.queries import owned, page
 from core.settings import Settings
 from core.sweep_spec import Plan, SweepError, plan_sweep
 from core.sweeps import cancel_trials, stored_request, summarize, sweep_cost
 from core.uploads import info_lookup
 from service.errors import ApiError
-from service.jobs import QUEUED_RETRY_AFTER
+from service.jobs import check_queued_cap, status_filter
 from service.schemas import CostOut, SweepDryRun, SweepOut
 
 
@@ -64,20 +64,7 @@ def create_sweep(
     plan: Plan, cost: Cost, *, session: Session, tenant_id: str, max_queued: int = 0
 ) -> Sweep:
     """Record the sweep, queued; the workers' controllers create and send its trials."""
-    if max_queued:
-        waiting = session.scalar(
-            select(func.count())
-            .select_from(Job)
-            .where(Job.tenant_id == tenant_id, Job.status == "queued")
-        )
-        if waiting is not None and waiting >= max_queued:
-            raise ApiError(
-                429,
-                f"this tenant has {waiting:,} queued jobs, the most it may have waiting "
-                f"(TENANT_MAX_QUEUED={max_queued:,}); wait for some to start, or cancel some",
-                code="too_many_queued",
-                headers={"Retry-After": str(QUEUED_RETRY_AFTER)},
-            )
+    check_queued_cap(session, tenant_id, max_queued)
     sweep = Sweep(
         tenant_id=tenant_id,
         name=plan.request.name,
@@ -132,13 +119,7 @@ def list_sweeps(
     *, session: Session, tenant_id: str, status: str | None, limit: int, cursor: str | None
 ) -> tuple[list[Sweep], str | None]:
     """Newest first; the cursor is the id of the last sweep of the previous page."""
-    if status is not None and status not in JOB_STATUSES:
-        raise ApiError(
-            422,
-            f"unknown status {status!r}",
-            details=[{"field": "status", "message": "one of " + ", ".join(JOB_STATUSES)}],
-        )
-    where = () if status is None else (Sweep.status == status,)
+    where = status_filter(Sweep.status, status)
     return page(session, Sweep, tenant_id, *where, limit=limit, cursor=cursor)
 
 

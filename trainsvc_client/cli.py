@@ -6,10 +6,11 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from itertools import islice
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from tqdm import tqdm
 
@@ -131,14 +132,32 @@ def _cancelling(job: Json) -> bool:
 # -- live progress ----------------------------------------------------------------------------
 
 
-class EpochProgress:
-    """A tqdm bar fed by a job's status and epoch events."""
+class Progress:
+    """A tqdm bar on `file` (made on first use), with messages printed above it."""
 
     def __init__(self, file: TextIO) -> None:
         self.file = file
         self.bar: tqdm[Any] | None = None
-        self.job: Json | None = None
         self.status: str | None = None
+
+    def write(self, message: str) -> None:
+        if self.bar is not None:
+            self.bar.write(message, file=self.file)
+        else:
+            print(message, file=self.file, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class EpochProgress(Progress):
+    """A tqdm bar fed by a job's status and epoch events."""
+
+    def __init__(self, file: TextIO) -> None:
+        super().__init__(file)
+        self.job: Json | None = None
 
     def on_status(self, job: Json) -> None:
         """Note a status change above the bar."""
@@ -167,17 +186,6 @@ class EpochProgress:
         bar.set_postfix(shown, refresh=False)
         bar.update(epoch - bar.n)  # redraws at most every `mininterval`
 
-    def write(self, message: str) -> None:
-        if self.bar is not None:
-            self.bar.write(message, file=self.file)
-        else:
-            print(message, file=self.file, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
     def _ensure_bar(self) -> tqdm[Any]:
         if self.bar is None:
             # The stream replays every recorded epoch, so the bar starts from zero.
@@ -201,21 +209,24 @@ def follow(client: Client, job_id: str, as_json: bool, out: TextIO, err: TextIO)
     try:
         job = client.wait(job_id, on_epoch=progress.on_epoch, on_status=progress.on_status)
     except KeyboardInterrupt:
-        progress.close()
-        print(
-            f"\nstopped watching; job {job_id} keeps running.\n"
-            f"  follow it again: trainsvc wait {job_id}\n"
-            f"  stop it:         trainsvc cancel {job_id}",
-            file=err,
-        )
-        return 130
+        return stopped_watching("job", job_id, progress, err)
     finally:
         progress.close()
-    if as_json:
-        dump(job, out)
-    else:
-        print_summary(job, out)
+    show(job, as_json, print_summary, out)
     return 0 if job["status"] == "succeeded" else 1
+
+
+def stopped_watching(kind: str, ident: str, progress: Progress, err: TextIO) -> int:
+    """After Ctrl-C while following a job or sweep: say how to go on; exit status 130."""
+    progress.close()
+    command = "trainsvc " if kind == "job" else f"trainsvc {kind} "
+    print(
+        f"\nstopped watching; {kind} {ident} keeps running.\n"
+        f"  follow it again: {command}wait {ident}\n"
+        f"  stop it:         {command}cancel {ident}",
+        file=err,
+    )
+    return 130
 
 
 def print_summary(job: Json, out: TextIO) -> None:
@@ -342,17 +353,24 @@ def cmd_status(client: Client, args: argparse.Namespace, out: TextIO, err: TextI
     return show(client.job(args.job_id), args.json, print_job, out)
 
 
-def cmd_list(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    jobs: list[Json] = []
-    for job in client.iter_jobs(status=args.status, page_size=min(args.limit, 100)):
-        jobs.append(job)
-        if len(jobs) >= args.limit:
-            break
+def listed(items: Iterable[Json], what: str, args: argparse.Namespace, out: TextIO) -> list[Json]:
+    """The first --limit items (all without one) for a table; empty when there is nothing left
+    to print (they were printed as JSON, or there are none and that was said)."""
+    found = list(islice(items, args.limit))
     if args.json:
-        dump(jobs, out)
-        return 0
+        dump(found, out)
+        return []
+    status = getattr(args, "status", None)
+    if not found:
+        print(f"no {what}" + (f" with status {status}" if status else ""), file=out)
+    return found
+
+
+def cmd_list(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    jobs = listed(
+        client.iter_jobs(status=args.status, page_size=min(args.limit, 100)), "jobs", args, out
+    )
     if not jobs:
-        print("no jobs" + (f" with status {args.status}" if args.status else ""), file=out)
         return 0
     rows = []
     for job in jobs:
@@ -517,21 +535,7 @@ def cmd_cancel(client: Client, args: argparse.Namespace, out: TextIO, err: TextI
 
 
 def cmd_plot(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    return write_png(client.plot(args.job_id), args.output or f"{args.job_id}.png", out)
-
-
-def write_png(data: bytes, target: str, out: TextIO) -> int:
-    """Save PNG bytes to `target` ('-' for stdout) and say so."""
-    if target == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-        return 0
-    try:
-        Path(target).write_bytes(data)
-    except OSError as exc:
-        raise TrainsvcError(f"cannot write {target}: {exc.strerror}") from None
-    print(f"wrote {target} ({len(data):,} bytes)", file=out)
-    return 0
+    return write_file(client.plot(args.job_id), args.output or f"{args.job_id}.png", out)
 
 
 def print_dataset(dataset: Json, out: TextIO) -> None:
@@ -563,12 +567,8 @@ def cmd_datasets_upload(client: Client, args: argparse.Namespace, out: TextIO, e
 
 
 def cmd_datasets_list(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    items = client.datasets(limit=args.limit)["items"]
-    if args.json:
-        dump(items, out)
-    elif not items:
-        print("no datasets", file=out)
-    else:
+    items = listed(client.datasets(limit=args.limit)["items"], "datasets", args, out)
+    if items:
         rows = [
             (
                 d["id"],
@@ -618,12 +618,9 @@ def cmd_registry_create(client: Client, args: argparse.Namespace, out: TextIO, e
 
 
 def cmd_registry_list(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    items = client.registered_models(limit=args.limit)["items"]
-    if args.json:
-        dump(items, out)
-    elif not items:
-        print("no registered models", file=out)
-    else:
+    page = client.registered_models(limit=args.limit)["items"]
+    items = listed(page, "registered models", args, out)
+    if items:
         rows = [
             (
                 m["name"],
@@ -727,6 +724,29 @@ def cmd_registry_predict(client: Client, args: argparse.Namespace, out: TextIO, 
 Command = Callable[[Client, argparse.Namespace, TextIO, TextIO], int]
 
 
+class AddCommand(Protocol):
+    def __call__(
+        self, name: str, func: Command, help: str, json_flag: bool = True
+    ) -> argparse.ArgumentParser: ...
+
+
+def command_adder(
+    commands: Any, connection: argparse.ArgumentParser, as_json: argparse.ArgumentParser
+) -> AddCommand:
+    """A function adding one subcommand to `commands` (an argparse subparsers action): its help,
+    its function, the connection options and (unless json_flag is false) --json."""
+
+    def add(name: str, func: Command, help: str, json_flag: bool = True) -> argparse.ArgumentParser:
+        parents = [connection, as_json] if json_flag else [connection]
+        sub: argparse.ArgumentParser = commands.add_parser(
+            name, help=help, description=help, parents=parents
+        )
+        sub.set_defaults(func=func)
+        return sub
+
+    return add
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `trainsvc` argument parser; global options may come before or after the command."""
     connection = argparse.ArgumentParser(add_help=False)
@@ -748,12 +768,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, func: Command, help: str, json_flag: bool = True) -> argparse.ArgumentParser:
-        parents = [connection, as_json] if json_flag else [connection]
-        sub = commands.add_parser(name, help=help, description=help, parents=parents)
-        sub.set_defaults(func=func)
-        return sub
-
+    add = command_adder(commands, connection, as_json)
     submit = add("submit", cmd_submit, "submit a job spec (a JSON file, or - for stdin)")
     submit.add_argument("spec", help="the job spec file")
     submit.add_argument("--wait", action="store_true", help="follow the job with a progress bar")
@@ -808,13 +823,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="datasets_command", required=True, metavar="COMMAND"
     )
 
-    def add_dataset(name: str, func: Command, help: str) -> argparse.ArgumentParser:
-        sub = dataset_commands.add_parser(
-            name, help=help, description=help, parents=[connection, as_json]
-        )
-        sub.set_defaults(func=func)
-        return sub
-
+    add_dataset = command_adder(dataset_commands, connection, as_json)
     upload = add_dataset("upload", cmd_datasets_upload, "upload a CSV file with a header row")
     upload.add_argument("file")
     upload.add_argument("--label", required=True, help="the column to predict")
@@ -839,13 +848,7 @@ def add_registry_commands(
         dest="registry_command", required=True, metavar="COMMAND"
     )
 
-    def add(name: str, func: Command, help: str) -> argparse.ArgumentParser:
-        sub = registry_commands.add_parser(
-            name, help=help, description=help, parents=[connection, as_json]
-        )
-        sub.set_defaults(func=func)
-        return sub
-
+    add = command_adder(registry_commands, connection, as_json)
     create = add("create", cmd_registry_create, "create a registered model name")
     create.add_argument("name")
     create.add_argument("--description")

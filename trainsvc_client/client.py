@@ -171,6 +171,13 @@ class Client:
             why = str(reason) or type(reason).__name__
         return f"cannot reach the service at {self.base_url}: {why}"
 
+    def download(self, path: str, accept: str, params: dict[str, Any] | None = None) -> bytes:
+        """GET a file (a PNG, an exported model) as bytes."""
+        response = self.open("GET", path, params=params, headers={"Accept": accept})
+        with response:
+            data: bytes = response.read()
+        return data
+
     def request(
         self,
         method: str,
@@ -224,13 +231,7 @@ class Client:
 
     def iter_jobs(self, status: str | None = None, page_size: int = 100) -> Iterator[Json]:
         """Every job, newest first, fetching pages as needed."""
-        cursor = None
-        while True:
-            page = self.jobs(status=status, limit=page_size, cursor=cursor)
-            yield from page["items"]
-            cursor = page.get("next_cursor")
-            if not cursor:
-                return
+        return _paged(self.jobs, status, page_size)
 
     def metrics(self, job_id: str) -> Json:
         """A job's per-epoch history: `{"job_id", "history": [...]}`."""
@@ -244,12 +245,7 @@ class Client:
 
     def plot(self, job_id: str) -> bytes:
         """The job's learning curves as PNG bytes."""
-        response = self.open(
-            "GET", f"/v1/jobs/{_quote(job_id)}/plot.png", headers={"Accept": "image/png"}
-        )
-        with response:
-            data: bytes = response.read()
-        return data
+        return self.download(f"/v1/jobs/{_quote(job_id)}/plot.png", "image/png")
 
     # -- live progress -----------------------------------------------------------------------
 
@@ -380,13 +376,7 @@ class Client:
 
     def iter_sweeps(self, status: str | None = None, page_size: int = 100) -> Iterator[Json]:
         """Every sweep, newest first, fetching pages as needed."""
-        cursor = None
-        while True:
-            page = self.sweeps(status=status, limit=page_size, cursor=cursor)
-            yield from page["items"]
-            cursor = page.get("next_cursor")
-            if not cursor:
-                return
+        return _paged(self.sweeps, status, page_size)
 
     def cancel_sweep(self, sweep_id: str) -> Json:
         """Cancel a sweep: no new trials start and its running trials are cancelled."""
@@ -395,12 +385,7 @@ class Client:
 
     def sweep_plot(self, sweep_id: str) -> bytes:
         """Every trial's validation curve overlaid, beside the objective per parameter (PNG)."""
-        response = self.open(
-            "GET", f"/v1/sweeps/{_quote(sweep_id)}/plot.png", headers={"Accept": "image/png"}
-        )
-        with response:
-            data: bytes = response.read()
-        return data
+        return self.download(f"/v1/sweeps/{_quote(sweep_id)}/plot.png", "image/png")
 
     def sweep_stream(
         self, sweep_id: str, last_event_id: str | None = None, read_timeout: float | None = None
@@ -499,24 +484,15 @@ class Client:
 
     def evaluation_plot(self, model_id: str) -> bytes:
         """The model's evaluation (confusion matrix or residuals) as PNG bytes."""
-        response = self.open(
-            "GET", f"/v1/models/{_quote(model_id)}/evaluation.png", headers={"Accept": "image/png"}
-        )
-        with response:
-            data: bytes = response.read()
-        return data
+        return self.download(f"/v1/models/{_quote(model_id)}/evaluation.png", "image/png")
 
     def export(self, model_id: str, format: str = "onnx") -> bytes:
         """The model as a file: `onnx` (an ONNX graph) or `npz` (the stored artifact)."""
-        response = self.open(
-            "GET",
+        return self.download(
             f"/v1/models/{_quote(model_id)}/export",
+            "application/octet-stream",
             params={"format": format},
-            headers={"Accept": "application/octet-stream"},
         )
-        with response:
-            data: bytes = response.read()
-        return data
 
     # -- datasets ----------------------------------------------------------------------------
 
@@ -630,6 +606,17 @@ class Client:
 
 def _registered(name: str, *parts: str) -> str:
     return "/".join(["/v1/registered-models", _quote(name), *(_quote(p) for p in parts)])
+
+
+def _paged(fetch: Callable[..., Json], status: str | None, page_size: int) -> Iterator[Json]:
+    """Every item of a listing, following `next_cursor` page after page as needed."""
+    cursor = None
+    while True:
+        page = fetch(status=status, limit=page_size, cursor=cursor)
+        yield from page["items"]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return
 
 
 def _quote(segment: str) -> str:

@@ -4,28 +4,30 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
 from typing import Any, TextIO
 
 from tqdm import tqdm
 
 from trainsvc_client.cli import (
     STATUSES,
+    Progress,
     TrainsvcError,
+    command_adder,
     cost_text,
     dump,
     fmt,
     fmt_time,
+    listed,
     positive,
     print_fields,
     read_json,
     show,
+    stopped_watching,
     table,
-    write_png,
+    write_file,
 )
 from trainsvc_client.client import Client, Json
 
-Command = Callable[[Client, argparse.Namespace, TextIO, TextIO], int]
 # While following a sweep, read it at most this often (its event stream says when to look).
 POLL_SECONDS = 1.0
 
@@ -137,13 +139,8 @@ def print_dry_run(plan: Json, out: TextIO) -> None:
 # -- live progress ----------------------------------------------------------------------------
 
 
-class SweepProgress:
+class SweepProgress(Progress):
     """One tqdm bar for a whole sweep: trials finished of the total, the best value so far."""
-
-    def __init__(self, file: TextIO) -> None:
-        self.file = file
-        self.bar: tqdm[Any] | None = None
-        self.status: str | None = None
 
     def __call__(self, sweep: Json) -> None:
         progress = sweep.get("progress") or {}
@@ -169,17 +166,6 @@ class SweepProgress:
             self.bar.reset(total=self.bar.total)
         self.bar.update(finished - self.bar.n)
 
-    def write(self, message: str) -> None:
-        if self.bar is not None:
-            self.bar.write(message, file=self.file)
-        else:
-            print(message, file=self.file, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
 
 def follow_sweep(client: Client, sweep_id: str, as_json: bool, out: TextIO, err: TextIO) -> int:
     """Show a sweep's progress until it ends; exit 0 only if it succeeded."""
@@ -187,14 +173,7 @@ def follow_sweep(client: Client, sweep_id: str, as_json: bool, out: TextIO, err:
     try:
         sweep = client.wait_sweep(sweep_id, on_progress=progress, poll_interval=POLL_SECONDS)
     except KeyboardInterrupt:
-        progress.close()
-        print(
-            f"\nstopped watching; sweep {sweep_id} keeps running.\n"
-            f"  follow it again: trainsvc sweep wait {sweep_id}\n"
-            f"  stop it:         trainsvc sweep cancel {sweep_id}",
-            file=err,
-        )
-        return 130
+        return stopped_watching("sweep", sweep_id, progress, err)
     finally:
         progress.close()
     show(sweep, as_json, print_sweep, out)
@@ -235,16 +214,10 @@ def cmd_status(client: Client, args: argparse.Namespace, out: TextIO, err: TextI
 
 
 def cmd_list(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    sweeps: list[Json] = []
-    for sweep in client.iter_sweeps(status=args.status, page_size=min(args.limit, 100)):
-        sweeps.append(sweep)
-        if len(sweeps) >= args.limit:
-            break
-    if args.json:
-        dump(sweeps, out)
-        return 0
+    sweeps = listed(
+        client.iter_sweeps(status=args.status, page_size=min(args.limit, 100)), "sweeps", args, out
+    )
     if not sweeps:
-        print("no sweeps" + (f" with status {args.status}" if args.status else ""), file=out)
         return 0
     rows = [
         (
@@ -277,7 +250,7 @@ def cmd_cancel(client: Client, args: argparse.Namespace, out: TextIO, err: TextI
 
 
 def cmd_plot(client: Client, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    return write_png(client.sweep_plot(args.sweep_id), args.output or f"{args.sweep_id}.png", out)
+    return write_file(client.sweep_plot(args.sweep_id), args.output or f"{args.sweep_id}.png", out)
 
 
 def add_commands(
@@ -291,12 +264,7 @@ def add_commands(
     )
     sweep_commands = sweep.add_subparsers(dest="sweep_command", required=True, metavar="COMMAND")
 
-    def add(name: str, func: Command, help: str, json_flag: bool = True) -> argparse.ArgumentParser:
-        parents = [connection, as_json] if json_flag else [connection]
-        sub = sweep_commands.add_parser(name, help=help, description=help, parents=parents)
-        sub.set_defaults(func=func)
-        return sub
-
+    add = command_adder(sweep_commands, connection, as_json)
     submit = add("submit", cmd_submit, "submit a sweep request (a JSON file, or - for stdin)")
     submit.add_argument("file", help="the sweep request: name, spec, space, strategy, ...")
     submit.add_argument("--wait", action="store_true", help="follow it with one progress bar")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app, g, request
+from flask import Response, current_app, g, request
+from flask.typing import ResponseReturnValue
 from sqlalchemy.orm import Session
 
 from core.db import Database
@@ -52,3 +53,12 @@ def paging(page: Paging | None = None) -> dict[str, Any]:
     """The keyword arguments every listing takes: the session, tenant, `limit` and `cursor`."""
     page = query(Paging) if page is None else page
     return {"session": session(), "tenant_id": tenant(), "limit": page.limit, "cursor": page.cursor}
+
+
+def png_response(etag: str, png: bytes, *, final: bool) -> ResponseReturnValue:
+    """A plot as PNG with its ETag (304 when the client has it); a final one (it will not
+    change any more) may be cached for a day, others are revalidated each time."""
+    response = Response(png, mimetype="image/png")
+    response.set_etag(etag)
+    response.headers["Cache-Control"] = "private, max-age=86400" if final else "no-cache"
+    return response.make_conditional(request)

@@ -11,7 +11,7 @@ from core.spec import SpecError, parse_spec
 from core.uploads import info_lookup
 from core.warmstart import model_lookup
 from service import events, jobs, plots
-from service.api.common import db, flag, json_body, paging, session, tenant
+from service.api.common import db, flag, json_body, paging, png_response, session, tenant
 from service.errors import ApiError
 from service.params import JobFilter, query
 from service.schemas import DryRun, JobList, JobOut, Metrics
@@ -84,10 +84,7 @@ def plot_response(job: Job) -> ResponseReturnValue:
     etag, png, final = plots.job_plot(
         job, session=session(), cache=current_app.extensions["trainsvc.plots"]
     )
-    response = Response(png, mimetype="image/png")
-    response.set_etag(etag)
-    response.headers["Cache-Control"] = "private, max-age=86400" if final else "no-cache"
-    return response.make_conditional(request)
+    return png_response(etag, png, final=final)
 
 
 @bp.get("/<job_id>/events")

@@ -10,7 +10,7 @@ from flask.typing import ResponseReturnValue
 from core.models import Model
 from core.queries import owned
 from service import exports, offload, plots, predictions
-from service.api.common import json_body, session, tenant
+from service.api.common import json_body, png_response, session, tenant
 from service.errors import ApiError
 from service.monitoring import PREDICT_SECONDS
 from service.params import query
@@ -85,10 +85,7 @@ def evaluation_plot_response(model_id: str, tenant_id: str) -> ResponseReturnVal
         f"Model {model_id[:8]}… on its test split",
         cache=current_app.extensions["trainsvc.plots"],
     )
-    response = Response(png, mimetype="image/png")
-    response.set_etag(etag)
-    response.headers["Cache-Control"] = "private, max-age=86400"
-    return response.make_conditional(request)
+    return png_response(etag, png, final=True)
 
 
 @bp.get("/<model_id>/export")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, current_app, jsonify, url_for
 from flask.typing import ResponseReturnValue
 
 from core.settings import Settings
 from service import plots, sweep_events, sweeps
-from service.api.common import flag, json_body, paging, session, tenant
+from service.api.common import flag, json_body, paging, png_response, session, tenant
 from service.params import JobFilter, query
 from service.schemas import SweepList
 
@@ -58,10 +58,7 @@ def plot(sweep_id: str) -> ResponseReturnValue:
     etag, png, final = plots.sweep_plot(
         sweep, session=session(), cache=current_app.extensions["trainsvc.plots"]
     )
-    response = Response(png, mimetype="image/png")
-    response.set_etag(etag)
-    response.headers["Cache-Control"] = "private, max-age=86400" if final else "no-cache"
-    return response.make_conditional(request)
+    return png_response(etag, png, final=final)
 
 
 @bp.get("/<sweep_id>/events")
