@@ -181,6 +181,9 @@ def test_ctrl_c_stops_watching_and_the_job_keeps_running(
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
+            # Ctrl-C as a terminal sends it: a suite started in the background (`make test &`)
+            # inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         try:
             deadline = time.monotonic() + 60
