@@ -330,7 +330,11 @@ def promote(name: str) -> ResponseReturnValue:
 
 
 def _whole(value: str | None) -> int | str | None:
-    return int(value) if value is not None and value.isdigit() and len(value) < 10 else value
+    return (
+        int(value)
+        if value is not None and value.isascii() and value.isdigit() and len(value) < 10
+        else value
+    )
 
 
 @bp.get("/ui/jobs/<job_id>/evaluation.png")

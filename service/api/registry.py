@@ -136,7 +136,7 @@ def history(name: str) -> ResponseReturnValue:
     row = registry.get(session(), tenant(), http.path_name(name))
     before = None
     if page.cursor is not None:
-        if not page.cursor.isdigit():
+        if not (page.cursor.isascii() and page.cursor.isdigit()):
             raise ApiError(422, "cursor: must be a cursor this listing gave")
         before = int(page.cursor)
     events, cursor = registry.history(session(), row, limit=page.limit, before=before)

@@ -88,7 +88,7 @@ def _served(name: str, version: str | None, *, describe: bool = False) -> infere
             raise ApiError(404, f"model {name!r} is a model id, which has no versions")
         return _by_id(name, describe)
     if version is not None:
-        if not version.isdigit() or len(version) > 9:
+        if not (version.isascii() and version.isdigit()) or len(version) > 9:
             raise ApiError(404, f"registered model {name!r} has no version {version!r}")
         target = http.resolve(session, tenant_id, name, version=int(version))
     else:

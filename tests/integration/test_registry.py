@@ -345,6 +345,7 @@ def test_v2_nan_unreadable_json_and_unknown_models(stack: Stack, served: str) ->
         "/v2/models/no-such-model/ready",
         f"/v2/models/{served}/versions/9",
         f"/v2/models/{served}/versions/abc/ready",
+        f"/v2/models/{served}/versions/\u00b93",  # a digit to str.isdigit, not to int() (fuzzer)
     ):
         assert list(call(stack, "GET", path, 404)) == ["error"]
     unaliased = unique("unaliased")
