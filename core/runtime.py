@@ -59,8 +59,9 @@ class Predictor:
         """Apply the stored scaler (fitted on the training rows) and cast to float32."""
         X = np.asarray(X, dtype=np.float64)
         if self.mean is not None and self.scale is not None:
-            X = (X - self.mean) / self.scale
-        return np.ascontiguousarray(X, dtype=np.float32)
+            X = X - self.mean
+            X /= self.scale
+        return X.astype(np.float32, order="C")
 
     def outputs(self, X: NDArray) -> NDArray:
         return self.forward(self.prepare(X))
@@ -72,22 +73,23 @@ class Predictor:
         return x
 
     def predict(self, X: NDArray) -> dict[str, Any]:
-        """Predictions (and class probabilities); `NotFinite` naming any row that overflowed."""
+        """Predictions (and class probabilities); `NotFinite` naming any row that overflowed.
+
+        Few NumPy calls on purpose: for one row, each costs about what the arithmetic does.
+        float32 outputs convert to the same Python floats as through float64."""
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is answered just below
             out = self.outputs(X)
-        finite = np.isfinite(out).all(axis=1)
-        if not finite.all():
-            raise NotFinite(np.flatnonzero(~finite).tolist())
+        if not np.isfinite(out).all():
+            raise NotFinite(np.flatnonzero(~np.isfinite(out).all(axis=1)).tolist())
         if self.task == "regression":
-            values = out[:, 0] if self.n_targets == 1 else out
-            return {"predictions": values.astype(np.float64).tolist()}
+            return {"predictions": (out[:, 0] if self.n_targets == 1 else out).tolist()}
         if out.shape[1] == 1:  # one sigmoid unit: the probability of the second class
             p1 = out[:, 0].astype(np.float64)
             probabilities = np.stack([1.0 - p1, p1], axis=1)
         else:
-            probabilities = out.astype(np.float64)
-        labels = probabilities.argmax(axis=1)
+            probabilities = out
+        classes = self.classes
         return {
-            "predictions": [self.classes[i] for i in labels],
+            "predictions": [classes[i] for i in probabilities.argmax(axis=1).tolist()],
             "probabilities": probabilities.tolist(),
         }

@@ -97,8 +97,9 @@ def _failures() -> tuple[RateLimiter, str]:
     it (werkzeug's ProxyFix). The key names the queue too: services sharing one Redis (each
     with its own QUEUE_NAME) keep their own counts.
     """
-    limiter: RateLimiter = current_app.extensions["trainsvc.auth_failures"]
-    queue = current_app.config["TRAINSVC_SETTINGS"].queue_name
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    limiter: RateLimiter = app.extensions["trainsvc.auth_failures"]
+    queue = app.config["TRAINSVC_SETTINGS"].queue_name
     return limiter, f"auth-failures:{queue}:{request.remote_addr or 'unknown'}"
 
 
@@ -134,17 +135,19 @@ def authenticate(session: Callable[[], Session]) -> str:
 
     `session` is called only when the key is not in the cache.
     """
-    header = request.headers.get("Authorization", "")
+    header = request.environ.get("HTTP_AUTHORIZATION", "")  # headers["Authorization"], read once
     scheme, _, key = header.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
         raise ApiError(
             401,
             "missing API key: send Authorization: Bearer <key>",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    digest = hash_key(key.strip())
-    limiter = current_app.extensions["trainsvc.ratelimit"]
-    known = current_app.extensions["trainsvc.keys"].get(digest)
+    digest = hash_key(key)
+    extensions = current_app.extensions
+    limiter = extensions["trainsvc.ratelimit"]
+    known = extensions["trainsvc.keys"].get(digest)
     if known is None:
         check_failures()
         tenant = tenant_for_digest(digest, session)

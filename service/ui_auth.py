@@ -14,8 +14,8 @@ import hmac
 import secrets
 from datetime import timedelta
 
-from flask import Flask, Request, g, request, session
-from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from flask import Flask, Request, Response, g, request, session
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface, SessionMixin
 from sqlalchemy import delete, select
 
 from core.models import UiSession, utcnow
@@ -48,6 +48,12 @@ class CookieSessions(SecureCookieSessionInterface):
         if "HTTP_COOKIE" in request.environ and request.cookies.get(self.get_cookie_name(app)):
             return super().open_session(app, request)
         return self.session_class()
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        """Nothing to do for a session nobody touched (every API request): skip the cookie
+        settings Flask would read only to return."""
+        if session or session.modified or session.accessed:
+            super().save_session(app, session, response)
 
 
 def sign_in(api_key: str) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 from flask.typing import ResponseReturnValue
@@ -42,8 +43,19 @@ def _check_token(expected: str) -> None:
     )
 
 
+# The counter of each (method, route, status) seen: `labels` checks and locks on every call.
+_counters: dict[tuple[str, str, int], Any] = {}
+# Methods counted by name; any other token a client sends counts as "OTHER" (labels stay few).
+METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+
+
 def count_request(response: Response) -> Response:
     """Count every answered request by its route template (bounded), method and status."""
     rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    REQUESTS.labels(request.method, rule, str(response.status_code)).inc()
+    method = request.method if request.method in METHODS else "OTHER"
+    key = (method, rule, response.status_code)
+    counter = _counters.get(key)
+    if counter is None:
+        counter = _counters[key] = REQUESTS.labels(method, rule, str(key[2]))
+    counter.inc()
     return response
