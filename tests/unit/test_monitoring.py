@@ -61,6 +61,20 @@ def test_metrics_count_jobs_by_status_and_training_time(
     ) == pytest.approx(2)
 
 
+def test_request_counts_keep_few_labels(client: FlaskClient) -> None:
+    """A method token of the client's own counts as OTHER: labels cannot grow without bound."""
+    before = scrape(client)
+    for method in ("BREW", "WHEN", "BREW"):
+        assert client.open("/v1/jobs", method=method, headers=ALICE).status_code == 405
+    client.get("/v1/jobs", headers=ALICE)
+    after = scrape(client)
+    other = 'trainsvc_http_requests_total{method="OTHER",route="unmatched",status="405"}'
+    assert after[other] - before.get(other, 0) == 3
+    assert not any('method="BREW"' in name or 'method="WHEN"' in name for name in after)
+    listed = 'trainsvc_http_requests_total{method="GET",route="/v1/jobs",status="200"}'
+    assert after[listed] - before.get(listed, 0) == 1
+
+
 def test_predict_latency_is_a_histogram(client: FlaskClient, database: Database) -> None:
     job = submit(client, small_spec()).get_json()
     run_job(database, job["id"], flush_seconds=0)
