@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -79,6 +80,9 @@ def model_info(model_id: str, *, session: Session, tenant_id: str) -> ModelOut:
 DESCRIBED = (Model.job_id, Model.engine, Model.task, Model.meta, Model.evaluation)
 
 
+NUMBERS = frozenset((int, float))  # JSON numbers as json.loads gives them
+
+
 def _plain_rows(payload: Any, n_features: int, max_rows: int) -> np.ndarray | None:
     """The rows of an ordinary valid body ({"instances": rows of `n_features` JSON numbers}),
     read without pydantic (most of a one-row request's parsing cost); None for anything else,
@@ -88,17 +92,20 @@ def _plain_rows(payload: Any, n_features: int, max_rows: int) -> np.ndarray | No
     rows = payload.get("instances")
     if type(rows) is not list or not 0 < len(rows) <= max_rows:
         return None
-    for row in rows:
-        if type(row) is not list or len(row) != n_features:
-            return None
-        for value in row:
-            if type(value) is not float and type(value) is not int:  # bool is not int here
-                return None
     try:
-        X = np.asarray(rows, dtype=np.float64)
+        for row in rows:
+            # Each value's exact type and finiteness, in C: a bool is not an int here, a string
+            # not a number, NaN and Infinity (which json.loads reads) not finite.
+            if (
+                type(row) is not list
+                or len(row) != n_features
+                or not NUMBERS.issuperset(map(type, row))
+                or not all(map(math.isfinite, row))
+            ):
+                return None
     except OverflowError:  # an integer past float64
         return None
-    return X if np.isfinite(X).all() else None  # NaN, Infinity
+    return np.asarray(rows, dtype=np.float64)
 
 
 def parse_instances(payload: Any, n_features: int, max_rows: int) -> np.ndarray:
