@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import subprocess
+import sys
 import tomllib
 from typing import Any
 
@@ -239,3 +242,21 @@ def test_everything_else_is_buffered_and_slow_clients_wait_in_nginx(path: str) -
     assert seconds(value(HTTP, "client_body_timeout")[0]) <= 60
     size = value(HTTP, "client_max_body_size")[0]
     assert int(size.removesuffix("m")) * 1024 * 1024 >= Settings().max_content_length
+
+
+def test_the_api_runs_one_blas_thread_unless_told_otherwise() -> None:
+    """The gunicorn configuration sets OPENBLAS_NUM_THREADS before NumPy can load (it would be
+    read once, at import); an operator's own value is kept."""
+    probe = (
+        "import os, sys; import service.gunicorn_conf; "
+        "print(os.environ['OPENBLAS_NUM_THREADS'], 'numpy' in sys.modules)"
+    )
+    for given, expected in ((None, "1 False"), ("3", "3 False")):
+        env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+        if given is not None:
+            env["OPENBLAS_NUM_THREADS"] = given
+        done = subprocess.run(
+            [sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == expected
