@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -57,7 +58,8 @@ class Predictor:
 
     def prepare(self, X: NDArray) -> NDArray:
         """Apply the stored scaler (fitted on the training rows) and cast to float32."""
-        X = np.asarray(X, dtype=np.float64)
+        if type(X) is not np.ndarray or X.dtype != np.float64:
+            X = np.asarray(X, dtype=np.float64)
         if self.mean is not None and self.scale is not None:
             X = X - self.mean
             X /= self.scale
@@ -79,8 +81,11 @@ class Predictor:
         float32 outputs convert to the same Python floats as through float64."""
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is answered just below
             out = self.outputs(X)
-        if not np.isfinite(out).all():
-            raise NotFinite(np.flatnonzero(~np.isfinite(out).all(axis=1)).tolist())
+            total = out.sum()  # finite: every output is (one NumPy call when all is well)
+        if not math.isfinite(total):  # some output is not, or the sum alone overflowed
+            bad = np.flatnonzero(~np.isfinite(out).all(axis=1)).tolist()
+            if bad:
+                raise NotFinite(bad)
         if self.task == "regression":
             return {"predictions": (out[:, 0] if self.n_targets == 1 else out).tolist()}
         if out.shape[1] == 1:  # one sigmoid unit: the probability of the second class
