@@ -7,6 +7,7 @@ localhost). Each stack consumes a private queue, so parallel runs on one Redis d
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -15,8 +16,10 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import select
 
 from core.db import Database
+from core.models import Worker
 from core.settings import Settings
 from service.app import create_app
 from tests.conftest import auth
@@ -69,3 +72,35 @@ def stack(
         worker.wait_ready()
         app = create_app(settings)
         yield Stack(app.test_client(), database, worker, settings)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def two_workers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Any, Database]]:
+    """The API in-process and two worker processes (one pool slot each) on a private queue,
+    both registered (so the dispatcher counts two slots): for the fair-dispatch tests."""
+    with ExitStack() as cleanup:
+        url = scratch_database(request.param, tmp_path, cleanup)
+        if url is None:
+            pytest.skip("PostgreSQL is not answering on this machine")
+        database = Database(url)
+        cleanup.callback(database.dispose)
+        broker = redis_url() or f"filesystem://{tmp_path / 'broker'}"
+        env = {
+            "DATABASE_URL": url,
+            "BROKER_URL": broker,
+            "QUEUE_NAME": private_queue(broker, cleanup),
+            "VAR_DIR": str(tmp_path),
+            "TENANT_MAX_RUNNING": "0",
+        }
+        for i in range(2):
+            worker = WorkerProcess(env, tmp_path / f"worker{i}.log")
+            cleanup.callback(worker.stop)
+            worker.wait_ready()
+        deadline = time.monotonic() + 30
+        while True:
+            with database.session() as session:
+                if len(list(session.scalars(select(Worker.name)))) == 2:
+                    break
+            assert time.monotonic() < deadline, "the workers did not register"
+            time.sleep(0.1)
+        yield create_app(Settings.from_env(env)).test_client(), database

@@ -4,63 +4,23 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select, update
 
 from core.db import Database
-from core.models import Job, Worker
-from core.settings import Settings
+from core.models import Job
 from core.spec import parse_spec
-from service.app import create_app
 from service.jobs import create_job
 from tests.conftest import auth
 from tests.support import (
     HALF_SECOND_SPEC,
     TINY_SPEC,
-    WorkerProcess,
-    private_queue,
-    redis_url,
-    scratch_database,
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def two_workers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Any, Database]]:
-    """The API in-process and two worker processes (one pool slot each) on a private queue."""
-    with ExitStack() as cleanup:
-        url = scratch_database(request.param, tmp_path, cleanup)
-        if url is None:
-            pytest.skip("PostgreSQL is not answering on this machine")
-        database = Database(url)
-        cleanup.callback(database.dispose)
-        broker = redis_url() or f"filesystem://{tmp_path / 'broker'}"
-        env = {
-            "DATABASE_URL": url,
-            "BROKER_URL": broker,
-            "QUEUE_NAME": private_queue(broker, cleanup),
-            "VAR_DIR": str(tmp_path),
-            "TENANT_MAX_RUNNING": "0",
-        }
-        for i in range(2):
-            worker = WorkerProcess(env, tmp_path / f"worker{i}.log")
-            cleanup.callback(worker.stop)
-            worker.wait_ready()
-        deadline = time.monotonic() + 30
-        while True:  # both registered: the dispatcher knows there are two slots
-            with database.session() as session:
-                if len(list(session.scalars(select(Worker.name)))) == 2:
-                    break
-            assert time.monotonic() < deadline, "the workers did not register"
-            time.sleep(0.1)
-        yield create_app(Settings.from_env(env)).test_client(), database
 
 
 def seconds(later: datetime | None, earlier: datetime | None) -> float:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from core.db import Database
-from core.models import Job, Model, Worker
+from core.models import Job, Model
 from tests.conftest import auth
 from tests.integration import harness
 from tests.integration.conftest import Stack
@@ -21,11 +20,7 @@ from tests.sse import events as parse_events
 from tests.support import (
     HALF_SECOND_SPEC,
     TINY_SPEC,
-    WorkerProcess,
     kill_worker,
-    private_queue,
-    redis_url,
-    scratch_database,
 )
 
 pytestmark = pytest.mark.integration
@@ -173,40 +168,6 @@ def test_cancel_ends_every_trial(stack: Stack) -> None:
     time.sleep(1.5)  # a controller pass later: still nothing new
     again = stack.client.get(f"/v1/sweeps/{sweep['id']}", headers=auth("alice")).get_json()
     assert len(again["leaderboard"]) == len(done["leaderboard"])
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def two_workers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Any, Database]]:
-    """The API in-process and two worker processes (one pool slot each) on a private queue."""
-    with ExitStack() as cleanup:
-        url = scratch_database(request.param, tmp_path, cleanup)
-        if url is None:
-            pytest.skip("PostgreSQL is not answering on this machine")
-        database = Database(url)
-        cleanup.callback(database.dispose)
-        broker = redis_url() or f"filesystem://{tmp_path / 'broker'}"
-        env = {
-            "DATABASE_URL": url,
-            "BROKER_URL": broker,
-            "QUEUE_NAME": private_queue(broker, cleanup),
-            "VAR_DIR": str(tmp_path),
-            "TENANT_MAX_RUNNING": "0",
-        }
-        for i in range(2):
-            worker = WorkerProcess(env, tmp_path / f"worker{i}.log")
-            cleanup.callback(worker.stop)
-            worker.wait_ready()
-        deadline = time.monotonic() + 30
-        while True:
-            with database.session() as session:
-                if len(list(session.scalars(select(Worker.name)))) == 2:
-                    break
-            assert time.monotonic() < deadline, "the workers did not register"
-            time.sleep(0.1)
-        from core.settings import Settings
-        from service.app import create_app
-
-        yield create_app(Settings.from_env(env)).test_client(), database
 
 
 def test_another_tenants_job_starts_before_a_100_trial_sweep_ends(
