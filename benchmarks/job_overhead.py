@@ -11,15 +11,14 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import print_table
-from benchmarks.stack import KEY, prepare_database
+from benchmarks.stack import KEY, prepare_database, worker_env
 from core.settings import Settings
 from service.app import create_app
-from tests.support import WorkerProcess, redis_url
+from tests.support import WorkerProcess
 
 TINY: dict[str, Any] = {
     "dataset": {"builtin": "make_classification", "params": {"n_samples": 100}},
@@ -38,14 +37,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         url, _ = prepare_database(tmp)
-        broker = redis_url() or f"filesystem://{tmp / 'broker'}"
-        env = {
-            "DATABASE_URL": url,
-            "BROKER_URL": broker,
-            "QUEUE_NAME": f"bench-{uuid.uuid4().hex[:8]}",
-            "VAR_DIR": str(tmp),
-            "RATE_LIMIT_PER_MINUTE": "0",
-        }
+        env = worker_env(url, tmp)
+        broker = env["BROKER_URL"]
         worker = WorkerProcess(env, tmp / "worker.log", concurrency=2)
         try:
             worker.wait_ready()

@@ -10,15 +10,14 @@ loads 100 models through predict; its cache is bounded (MODEL_CACHE_SIZE).
 from __future__ import annotations
 
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import print_table
-from benchmarks.stack import KEY, prepare_database, train_model
+from benchmarks.stack import KEY, prepare_database, train_model, worker_env
 from core.settings import Settings
 from service.app import create_app
-from tests.support import WorkerProcess, child_pids, redis_url
+from tests.support import WorkerProcess, child_pids
 
 HEADERS = {"Authorization": f"Bearer {KEY}"}
 
@@ -47,13 +46,7 @@ def small_job(engine: str) -> dict[str, Any]:
 
 
 def worker_samples(tmp: Path, url: str, engine: str) -> list[float]:
-    env = {
-        "DATABASE_URL": url,
-        "BROKER_URL": redis_url() or f"filesystem://{tmp / 'broker'}",
-        "QUEUE_NAME": f"bench-{uuid.uuid4().hex[:8]}",
-        "VAR_DIR": str(tmp),
-        "RATE_LIMIT_PER_MINUTE": "0",
-    }
+    env = worker_env(url, tmp)
     worker = WorkerProcess(env, tmp / f"worker-{engine}.log", concurrency=1)
     samples = []
     try:

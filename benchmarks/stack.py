@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,21 @@ def prepare_database(tmp: Path) -> tuple[str, Database]:
     with db.begin() as session:
         ensure_api_key(session, "bench", KEY)
     return url, db
+
+
+def worker_env(url: str, tmp: Path, **extra: str) -> dict[str, str]:
+    """The settings a benchmark's API and worker processes share: its database, Redis when it
+    answers (else the embedded broker), a private queue, no request limits; plus `extra`."""
+    from tests.support import redis_url
+
+    return {
+        "DATABASE_URL": url,
+        "BROKER_URL": redis_url() or f"filesystem://{tmp / 'broker'}",
+        "QUEUE_NAME": f"bench-{uuid.uuid4().hex[:8]}",
+        "VAR_DIR": str(tmp),
+        "RATE_LIMIT_PER_MINUTE": "0",
+        **extra,
+    }
 
 
 def train_model(db: Database, engine: str, **changes: Any) -> str:

@@ -25,19 +25,18 @@ import copy
 import statistics
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 
 from benchmarks.common import print_table
-from benchmarks.stack import KEY, SEED, prepare_database
+from benchmarks.stack import KEY, SEED, prepare_database, worker_env
 from core.db import Database
 from core.models import Job, Sweep
 from core.settings import Settings
 from service.app import create_app
-from tests.support import WorkerProcess, redis_url
+from tests.support import WorkerProcess
 
 HEADERS = {"Authorization": f"Bearer {KEY}"}
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -245,15 +244,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         url, db = prepare_database(tmp)
-        broker = redis_url() or f"filesystem://{tmp / 'broker'}"
-        env = {
-            "DATABASE_URL": url,
-            "BROKER_URL": broker,
-            "QUEUE_NAME": f"bench-{uuid.uuid4().hex[:8]}",
-            "VAR_DIR": str(tmp),
-            "RATE_LIMIT_PER_MINUTE": "0",
-            "TENANT_MAX_RUNNING": "0",
-        }
+        env = worker_env(url, tmp, TENANT_MAX_RUNNING="0")
+        broker = env["BROKER_URL"]
         workers = [WorkerProcess(env, tmp / f"worker{i}.log") for i in range(2)]
         try:
             for worker in workers:
