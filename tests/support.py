@@ -102,6 +102,22 @@ def private_queue(broker: str, cleanup: ExitStack) -> str:
     return queue
 
 
+def stack_env(
+    url: str, tmp: Path, cleanup: ExitStack, broker: str | None = None, **extra: str
+) -> dict[str, str]:
+    """The settings a test's API and worker processes share: the database at `url`, `broker`
+    (default: Redis when it answers, else the embedded broker under `tmp`), a private queue
+    deleted at cleanup, `tmp` as VAR_DIR; plus `extra`."""
+    broker = broker or redis_url() or f"filesystem://{tmp / 'broker'}"
+    return {
+        "DATABASE_URL": url,
+        "BROKER_URL": broker,
+        "QUEUE_NAME": private_queue(broker, cleanup),
+        "VAR_DIR": str(tmp),
+        **extra,
+    }
+
+
 def delete_queue(url: str, queue: str) -> None:
     with suppress(redis.RedisError):
         redis.Redis.from_url(url, socket_connect_timeout=1).delete(queue)

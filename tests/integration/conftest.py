@@ -23,7 +23,7 @@ from core.models import Worker
 from core.settings import Settings
 from service.app import create_app
 from tests.conftest import auth
-from tests.support import WorkerProcess, private_queue, redis_url, scratch_database
+from tests.support import WorkerProcess, redis_url, scratch_database, stack_env
 
 
 @dataclass
@@ -58,14 +58,7 @@ def stack(
             pytest.skip("PostgreSQL is not answering on this machine")
         database = Database(url)
         cleanup.callback(database.dispose)
-        queue_name = private_queue(broker_url, cleanup)
-        env = {
-            "DATABASE_URL": url,
-            "BROKER_URL": broker_url,
-            "QUEUE_NAME": queue_name,
-            "METRICS_FLUSH_SECONDS": "0.2",
-            "VAR_DIR": str(tmp),
-        }
+        env = stack_env(url, tmp, cleanup, broker_url, METRICS_FLUSH_SECONDS="0.2")
         settings = Settings.from_env(env)
         worker = WorkerProcess(env, tmp / "worker.log")
         cleanup.callback(worker.stop)
@@ -84,14 +77,7 @@ def two_workers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tupl
             pytest.skip("PostgreSQL is not answering on this machine")
         database = Database(url)
         cleanup.callback(database.dispose)
-        broker = redis_url() or f"filesystem://{tmp_path / 'broker'}"
-        env = {
-            "DATABASE_URL": url,
-            "BROKER_URL": broker,
-            "QUEUE_NAME": private_queue(broker, cleanup),
-            "VAR_DIR": str(tmp_path),
-            "TENANT_MAX_RUNNING": "0",
-        }
+        env = stack_env(url, tmp_path, cleanup, TENANT_MAX_RUNNING="0")
         for i in range(2):
             worker = WorkerProcess(env, tmp_path / f"worker{i}.log")
             cleanup.callback(worker.stop)

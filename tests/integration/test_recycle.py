@@ -16,9 +16,8 @@ from tests.conftest import auth
 from tests.support import (
     TINY_SPEC,
     WorkerProcess,
-    private_queue,
-    redis_url,
     scratch_database,
+    stack_env,
     wait_for_job,
 )
 
@@ -30,14 +29,7 @@ def test_a_pool_process_is_replaced_after_keras_jobs_only(tmp_path: Path) -> Non
     with ExitStack() as cleanup:
         url = scratch_database("sqlite", tmp_path, cleanup)
         assert url is not None
-        broker = redis_url() or f"filesystem://{tmp_path / 'broker'}"
-        env = {
-            "DATABASE_URL": url,
-            "BROKER_URL": broker,
-            "QUEUE_NAME": private_queue(broker, cleanup),
-            "VAR_DIR": str(tmp_path),
-            "WORKER_MAX_KERAS_JOBS_PER_CHILD": "2",
-        }
+        env = stack_env(url, tmp_path, cleanup, WORKER_MAX_KERAS_JOBS_PER_CHILD="2")
         worker = WorkerProcess(env, tmp_path / "worker.log")
         cleanup.callback(worker.stop)
         worker.wait_ready()
