@@ -13,6 +13,10 @@ from core.artifact import Artifact
 from core.folding import AffineStep, DenseStep, Step, folded_steps
 from core.layers import Op
 
+# Outputs (rows x units) up to this many are answered from Python lists (`Predictor._answer`):
+# fewer NumPy calls, each of which costs more than the arithmetic for a row or two.
+SMALL_ANSWER = 64
+
 
 class NotFinite(ValueError):
     """Rows whose outputs are not finite numbers (inputs beyond what the model computes with)."""
@@ -77,10 +81,13 @@ class Predictor:
     def predict(self, X: NDArray) -> dict[str, Any]:
         """Predictions (and class probabilities); `NotFinite` naming any row that overflowed.
 
-        Few NumPy calls on purpose: for one row, each costs about what the arithmetic does.
-        float32 outputs convert to the same Python floats as through float64."""
+        Few NumPy calls on purpose: for one row, each costs about what the arithmetic does, so a
+        small answer (a few rows) is finished in Python from the outputs as lists. float32
+        outputs convert to the same Python floats as through float64."""
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is answered just below
             out = self.outputs(X)
+            if out.size <= SMALL_ANSWER:
+                return self._answer(out.tolist())
             total = out.sum()  # finite: every output is (one NumPy call when all is well)
         if not math.isfinite(total):  # some output is not, or the sum alone overflowed
             bad = np.flatnonzero(~np.isfinite(out).all(axis=1)).tolist()
@@ -97,4 +104,20 @@ class Predictor:
         return {
             "predictions": [classes[i] for i in probabilities.argmax(axis=1).tolist()],
             "probabilities": probabilities.tolist(),
+        }
+
+    def _answer(self, rows: list[list[float]]) -> dict[str, Any]:
+        """`predict`'s answer from a few rows of outputs, in Python (the same values: Python's
+        float arithmetic is float64's, and `index(max)` picks the first highest as argmax)."""
+        isfinite = math.isfinite
+        if not all(isfinite(x) for row in rows for x in row):
+            raise NotFinite([i for i, row in enumerate(rows) if not all(map(isfinite, row))])
+        if self.task == "regression":
+            return {"predictions": [row[0] for row in rows] if self.n_targets == 1 else rows}
+        if rows and len(rows[0]) == 1:  # one sigmoid unit: the probability of the second class
+            rows = [[1.0 - p, p] for (p,) in rows]
+        classes = self.classes
+        return {
+            "predictions": [classes[row.index(max(row))] for row in rows],
+            "probabilities": rows,
         }

@@ -84,6 +84,8 @@ def create_app(settings: Settings | None = None, queue: JobQueue | None = None) 
         settings.auth_failures_per_minute,
         clean_seconds=settings.auth_clean_seconds,
     )
+    # Its key for an address is this prefix and the address (service.auth._failures).
+    app.extensions["trainsvc.auth_failures.prefix"] = f"auth-failures:{settings.queue_name}:"
     app.before_request(check_request)  # path ids and stored headers, before any view
     app.teardown_appcontext(close_session)
     register_error_handlers(app)

@@ -9,6 +9,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from flask import current_app, g, request
 from sqlalchemy import select
@@ -90,17 +91,24 @@ def tenant_for_digest(digest: str, session: Callable[[], Session]) -> str | None
     return tenant
 
 
-def _failures() -> tuple[RateLimiter, str]:
+def _failures(
+    extensions: dict[str, Any] | None = None, environ: dict[str, Any] | None = None
+) -> tuple[RateLimiter, str]:
     """The failed-authentication limiter and this request's key in it: the client address.
 
     The address is the connection's, or X-Forwarded-For's when TRUSTED_PROXIES says proxies set
-    it (werkzeug's ProxyFix). The key names the queue too: services sharing one Redis (each
-    with its own QUEUE_NAME) keep their own counts.
+    it (werkzeug's ProxyFix rewrites REMOTE_ADDR). The key names the queue too: services
+    sharing one Redis (each with its own QUEUE_NAME) keep their own counts. `extensions` and
+    `environ` are the app's and the request's, when the caller has them at hand.
     """
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    limiter: RateLimiter = app.extensions["trainsvc.auth_failures"]
-    queue = app.config["TRAINSVC_SETTINGS"].queue_name
-    return limiter, f"auth-failures:{queue}:{request.remote_addr or 'unknown'}"
+    if extensions is None:
+        extensions = current_app.extensions
+    if environ is None:
+        environ = request.environ
+    limiter: RateLimiter = extensions["trainsvc.auth_failures"]
+    return limiter, extensions["trainsvc.auth_failures.prefix"] + (
+        environ.get("REMOTE_ADDR") or "unknown"
+    )
 
 
 def _too_many(wait: float) -> ApiError:
@@ -130,22 +138,32 @@ def count_failure() -> None:
         raise _too_many(wait)
 
 
+# The SHA-256 digest of each Authorization header a known key came in (a pure function, kept
+# so most requests skip hashing, a few microseconds of each prediction). Only headers whose key
+# was found go in, so a client cannot fill it; whether the key still counts is KeyCache's word.
+_digests: dict[str, str] = {}
+_MAX_DIGESTS = 10_000
+
+
 def authenticate(session: Callable[[], Session]) -> str:
     """The tenant of the request's bearer key; 401 without a valid one.
 
     `session` is called only when the key is not in the cache.
     """
-    header = request.environ.get("HTTP_AUTHORIZATION", "")  # headers["Authorization"], read once
-    scheme, _, key = header.partition(" ")
-    key = key.strip()
-    if scheme.lower() != "bearer" or not key:
-        raise ApiError(
-            401,
-            "missing API key: send Authorization: Bearer <key>",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    digest = hash_key(key)
+    environ = request.environ
     extensions = current_app.extensions
+    header = environ.get("HTTP_AUTHORIZATION", "")  # headers["Authorization"], read once
+    digest = _digests.get(header)
+    if digest is None:
+        scheme, _, key = header.partition(" ")
+        key = key.strip()
+        if scheme.lower() != "bearer" or not key:
+            raise ApiError(
+                401,
+                "missing API key: send Authorization: Bearer <key>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        digest = hash_key(key)
     limiter = extensions["trainsvc.ratelimit"]
     known = extensions["trainsvc.keys"].get(digest)
     if known is None:
@@ -154,11 +172,14 @@ def authenticate(session: Callable[[], Session]) -> str:
         if tenant is None:
             count_failure()
             raise ApiError(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
+        if len(_digests) >= _MAX_DIGESTS:
+            _digests.clear()
+        _digests[header] = digest
         wait = limiter.hit(digest[:16])
     else:
         # A key this process knows: the address's failures checked (first, as for any key) and
         # the key's request counted in one round trip to Redis.
-        failures, address = _failures()
+        failures, address = _failures(extensions, environ)
         blocked, wait = over_and_hit(failures, address, limiter, digest[:16])
         if blocked is not None:
             raise _too_many(blocked)
@@ -169,6 +190,7 @@ def authenticate(session: Callable[[], Session]) -> str:
             "too many requests for this API key; slow down",
             headers={"Retry-After": str(int(wait))},
         )
-    g.tenant_id = tenant
-    g.key_digest = digest  # who made a change, for the registry's history
+    current = g._get_current_object()
+    current.tenant_id = tenant
+    current.key_digest = digest  # who made a change, for the registry's history
     return tenant

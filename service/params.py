@@ -149,9 +149,12 @@ def check_request() -> None:
     """Before any view: 422 for a path id (`job_id`, `model_id`, `dataset_id`, any `*_id`) or an
     Idempotency-Key with a NUL or longer than its column can hold."""
     current = request._get_current_object()  # type: ignore[attr-defined]
-    ids = {k: v for k, v in (current.view_args or {}).items() if k.endswith("_id")}
-    if not all(0 < len(v) <= ID_LENGTH and "\x00" not in v for v in ids.values()):
-        validated(_IDS.validate_python, ids)  # says which, and why (plain ids skip it)
+    view_args = current.view_args
+    if view_args:  # a plain loop: this runs before every request
+        for name, value in view_args.items():
+            if name.endswith("_id") and not (0 < len(value) <= ID_LENGTH and "\x00" not in value):
+                ids = {k: v for k, v in view_args.items() if k.endswith("_id")}
+                validated(_IDS.validate_python, ids)  # says which, and why
     key = current.environ.get("HTTP_IDEMPOTENCY_KEY")  # headers["Idempotency-Key"]
     if key is not None:
         validated(Headers.model_validate, {"Idempotency-Key": key})

@@ -53,6 +53,14 @@ class MemoryRateLimiter(_Limiter):
         self._counts: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
 
+    def over(self, key: str) -> float | None:
+        # Only a look (one dict read of a tuple the counting side replaces whole): no lock.
+        now = time.time()
+        start, count = self._counts.get(key, (0, 0))
+        if count <= self.per_minute or start != int(now // WINDOW):
+            return None
+        return _retry_after(now)
+
     def _count(self, key: str, add: int) -> float | None:
         now = time.time()
         window = int(now // WINDOW)

@@ -36,17 +36,16 @@ def close_session(_exc: BaseException | None = None) -> None:
 
 def tenant() -> str:
     """The authenticated tenant (authenticating on first use)."""
-    if "tenant_id" not in g:
-        authenticate(session)
-    tenant_id: str = g.tenant_id
-    return tenant_id
+    tenant_id: str | None = getattr(g._get_current_object(), "tenant_id", None)
+    return authenticate(session) if tenant_id is None else tenant_id
 
 
 def json_body() -> Any:
     """The decoded JSON body: 415 if it is not JSON, 400 if it does not parse."""
-    if not request.is_json:
+    current = request._get_current_object()  # type: ignore[attr-defined]
+    if not current.is_json:
         raise ApiError(415, "send the body as JSON with Content-Type: application/json")
-    return request.get_json()
+    return current.get_json()
 
 
 def paging(page: Paging | None = None) -> dict[str, Any]:

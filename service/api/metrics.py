@@ -51,11 +51,12 @@ METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 def count_request(response: Response) -> Response:
     """Count every answered request by its route template (bounded), method and status."""
-    rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    method = request.method if request.method in METHODS else "OTHER"
-    key = (method, rule, response.status_code)
+    current = request._get_current_object()  # type: ignore[attr-defined]
+    url_rule, method = current.url_rule, current.method
+    rule = url_rule.rule if url_rule is not None else "unmatched"
+    key = (method if method in METHODS else "OTHER", rule, response.status_code)
     counter = _counters.get(key)
     if counter is None:
-        counter = _counters[key] = REQUESTS.labels(method, rule, str(key[2]))
+        counter = _counters[key] = REQUESTS.labels(key[0], rule, str(key[2]))
     counter.inc()
     return response

@@ -117,6 +117,28 @@ def test_missing_or_bad_key_is_401(client: FlaskClient, header: str | None) -> N
     assert_error(client.post("/v1/jobs", json=SEED_SPEC, headers=headers), 401, "unauthorized")
 
 
+def test_a_revoked_key_stops_working_though_its_digest_is_remembered(
+    app: Flask, client: FlaskClient, database: Database
+) -> None:
+    """The process remembers the digest of each header a known key came in (no hashing per
+    request); whether the key still counts is the key cache's and the database's word."""
+    from sqlalchemy import delete
+
+    from core.models import ApiKey
+    from service import auth as service_auth
+
+    assert client.get("/v1/jobs", headers=ALICE).status_code == 200
+    assert ALICE["Authorization"] in service_auth._digests
+    assert_error(
+        client.get("/v1/jobs", headers={"Authorization": "Bearer nope"}), 401, "unauthorized"
+    )
+    assert "Bearer nope" not in service_auth._digests  # only keys that were found
+    with database.begin() as rows:
+        rows.execute(delete(ApiKey).where(ApiKey.tenant_id == "alice"))
+    app.extensions["trainsvc.keys"]._items.clear()  # as its 30 s would
+    assert_error(client.get("/v1/jobs", headers=ALICE), 401, "unauthorized")
+
+
 def test_health_needs_no_key(client: FlaskClient) -> None:
     assert client.get("/healthz").status_code == 200
     ready = client.get("/readyz")
