@@ -155,6 +155,7 @@ def check_request() -> None:
             if name.endswith("_id") and not (0 < len(value) <= ID_LENGTH and "\x00" not in value):
                 ids = {k: v for k, v in view_args.items() if k.endswith("_id")}
                 validated(_IDS.validate_python, ids)  # says which, and why
+                break
     key = current.environ.get("HTTP_IDEMPOTENCY_KEY")  # headers["Idempotency-Key"]
     if key is not None:
         validated(Headers.model_validate, {"Idempotency-Key": key})
