@@ -145,8 +145,8 @@ def _roc_auc(y: NDArray, proba: NDArray, n_classes: int) -> dict[str, Any]:
         if n_classes == 2:
             value = roc_auc_score(y, proba[:, 1])
         else:
-            # sklearn insists that multi-class scores sum to one; float32 softmax rows do within
-            # rounding, renormalized in float64 they do exactly.
+            # sklearn insists that multi-class scores sum to one; softmax rows do only within
+            # rounding, renormalized they do to its tolerance.
             scores = proba / proba.sum(axis=1, keepdims=True)
             value = roc_auc_score(
                 y, scores, multi_class="ovr", average="macro", labels=list(range(n_classes))

@@ -6,7 +6,6 @@ import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import numpy as np
 from pydantic import Field, ValidationError
 from sqlalchemy.orm import Session
 
@@ -14,7 +13,7 @@ from core.artifact import ArtifactError
 from core.lru import LRU
 from core.models import Model
 from core.queries import NotFound, owned
-from core.runtime import NotFinite, Predictor
+from core.runtime import NotFinite, Predictor, Rows
 from core.schema import Strict
 from core.spec import field_path
 from service.errors import ApiError
@@ -83,7 +82,7 @@ DESCRIBED = (Model.job_id, Model.engine, Model.task, Model.meta, Model.evaluatio
 NUMBERS = frozenset((int, float))  # JSON numbers as json.loads gives them
 
 
-def _plain_rows(payload: Any, n_features: int, max_rows: int) -> np.ndarray | None:
+def _plain_rows(payload: Any, n_features: int, max_rows: int) -> list[list[float]] | None:
     """The rows of an ordinary valid body ({"instances": rows of `n_features` JSON numbers}),
     read without pydantic (most of a one-row request's parsing cost); None for anything else,
     which `parse_instances` then checks and explains."""
@@ -105,11 +104,12 @@ def _plain_rows(payload: Any, n_features: int, max_rows: int) -> np.ndarray | No
                 return None
     except OverflowError:  # an integer past float64
         return None
-    return np.asarray(rows, dtype=np.float64)
+    return rows
 
 
-def parse_instances(payload: Any, n_features: int, max_rows: int) -> np.ndarray:
-    """The rows to predict as a float64 array; 422 saying what is wrong with any other body."""
+def parse_instances(payload: Any, n_features: int, max_rows: int) -> list[list[float]]:
+    """The rows to predict (lists of finite numbers, as `Predictor.predict` takes them); 422
+    saying what is wrong with any other body."""
     plain = _plain_rows(payload, n_features, max_rows)
     if plain is not None:
         return plain
@@ -140,10 +140,10 @@ def parse_instances(payload: Any, n_features: int, max_rows: int) -> np.ndarray:
                 f"the model takes {n_features} features per instance",
                 details=[{"field": f"instances[{i}]", "message": f"has {len(row)} features"}],
             )
-    return np.asarray(body.instances, dtype=np.float64)
+    return body.instances
 
 
-def predict(predictor: Predictor, X: np.ndarray) -> dict[str, Any]:
+def predict(predictor: Predictor, X: Rows) -> dict[str, Any]:
     """The model's predictions for `X`; 422 naming each row whose outputs are not finite."""
     try:
         return predictor.predict(X)
