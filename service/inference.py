@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
 from core.runtime import Predictor
@@ -89,24 +88,27 @@ def _shape(value: Any) -> list[int]:
     return value
 
 
-def _data(value: Any) -> np.ndarray:
-    """The tensor's numbers (flat or nested, row-major); 400 for anything but finite numbers."""
+def _data(value: Any) -> list[float]:
+    """The tensor's numbers (flat or nested, row-major), flat; 400 for anything but finite
+    numbers."""
     nested = isinstance(value, list) and bool(value) and isinstance(value[0], list)
-    adapter = _NESTED if nested else _FLAT
+    adapter: TypeAdapter[Any] = _NESTED if nested else _FLAT
     try:
         numbers = adapter.validate_python(value)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = field_path(("data", *first["loc"]))
         raise Invalid(f"input '{INPUT}': {where}: {first['msg']}") from None
-    if nested and len({len(row) for row in numbers}) > 1:  # type: ignore[arg-type]
+    if not nested:
+        return numbers
+    if len({len(row) for row in numbers}) > 1:
         raise Invalid(f"input '{INPUT}': the nested data's rows differ in length")
-    return np.asarray(numbers, dtype=np.float64)
+    return [x for row in numbers for x in row]
 
 
 def parse_request(
     payload: Any, predictor: Predictor, max_rows: int
-) -> tuple[np.ndarray, list[str], str | None]:
+) -> tuple[list[list[float]], list[str], str | None]:
     """The rows of an infer request, the outputs asked for, and the request's id."""
     if not isinstance(payload, dict):
         raise Invalid("the body must be a JSON object with 'inputs'")
@@ -129,17 +131,18 @@ def parse_request(
             f"input '{INPUT}': datatype {datatype!r} is not accepted; send FP32 (or FP64)"
         )
     shape = _shape(given.get("shape"))
-    X = _data(given.get("data"))
+    data = _data(given.get("data"))
     width = predictor.n_features
     if len(shape) != 2 or shape[1] != width:
         raise Invalid(f"input '{INPUT}': shape {shape} is not [rows, {width}]")
     if not 1 <= shape[0] <= max_rows:
         raise Invalid(f"input '{INPUT}': between 1 and {max_rows} rows per request")
-    if X.size != shape[0] * width:
+    if len(data) != shape[0] * width:
         raise Invalid(
-            f"input '{INPUT}': shape {shape} needs {shape[0] * width} numbers; data has {X.size}"
+            f"input '{INPUT}': shape {shape} needs {shape[0] * width} numbers; data has {len(data)}"
         )
-    return X.reshape(shape[0], width), _outputs(payload.get("outputs"), predictor), request_id
+    rows = [data[i : i + width] for i in range(0, len(data), width)]  # as Predictor takes them
+    return rows, _outputs(payload.get("outputs"), predictor), request_id
 
 
 def _outputs(requested: Any, predictor: Predictor) -> list[str]:
@@ -161,12 +164,10 @@ def outputs(predictor: Predictor, answer: dict[str, Any], names: list[str]) -> l
     types = {t["name"]: t["datatype"] for t in output_tensors(predictor)}
     tensors = []
     for name in names:
-        values = np.asarray(answer[name]) if name == "probabilities" else answer[name]
-        if name == "probabilities":
-            shape, data = list(values.shape), values.ravel().tolist()
-        elif predictor.task == "regression" and predictor.n_targets > 1:
-            array = np.asarray(values)
-            shape, data = list(array.shape), array.ravel().tolist()
+        values = answer[name]
+        if name == "probabilities" or (predictor.task == "regression" and predictor.n_targets > 1):
+            # Rows of numbers, as the runtime answers them: flattened row-major.
+            shape, data = [len(values), len(values[0])], [x for row in values for x in row]
         else:
             shape, data = [len(values)], list(values)
         tensors.append({**tensor(name, types[name], shape), "data": data})
