@@ -13,6 +13,7 @@ from core.queries import owned
 from service import exports, offload, plots, predictions
 from service.api.common import json_body, png_response, session, tenant
 from service.errors import ApiError
+from service.jsonutil import json_answer
 from service.monitoring import PREDICT_SECONDS
 from service.params import query
 from service.predictions import load_predictor, model_info, parse_instances
@@ -48,7 +49,7 @@ def predict(model_id: str) -> ResponseReturnValue:
         # The runtime's own answer as `Prediction` dumps it, built without pydantic (its floats
         # are already JSON's; "probabilities" only for classifiers; the OpenAPI test checks
         # the shape against the document).
-        return jsonify({"model_id": model_id, **answer})
+        return json_answer({"model_id": model_id, **answer})
     finally:  # as PREDICT_SECONDS.time() would, without its timer object per request
         PREDICT_SECONDS.observe(perf_counter() - started)
 

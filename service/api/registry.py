@@ -13,6 +13,7 @@ from service import registry as http
 from service.api.common import json_body, paging, session, tenant
 from service.api.models import predict_offloaded
 from service.errors import ApiError
+from service.jsonutil import json_answer
 from service.monitoring import PREDICT_SECONDS
 from service.params import Paging, query
 from service.predictions import load_predictor
@@ -174,7 +175,7 @@ def _predict(target: registry.Resolved, body: Any) -> ResponseReturnValue:
         answer = predict_offloaded(predictor, body)
         headers = {"X-Model-Version": str(target.version), "X-Model-Id": target.model_id}
         return (
-            jsonify(Prediction.model_construct(model_id=target.model_id, **answer).dump()),
+            json_answer(Prediction.model_construct(model_id=target.model_id, **answer).dump()),
             200,
             headers,
         )

@@ -18,7 +18,7 @@ from service import inference, offload, predictions
 from service import registry as http
 from service.api.common import session, tenant
 from service.errors import ApiError, not_found
-from service.jsonutil import BadJSON, loads
+from service.jsonutil import BadJSON, json_answer, loads
 from service.monitoring import PREDICT_SECONDS
 from service.predictions import load_predictor
 
@@ -171,7 +171,7 @@ def infer(model_name: str, version: str | None = None) -> ResponseReturnValue:
         if request_id is not None:
             body["id"] = request_id
         body["outputs"] = outputs
-        return jsonify(body)
+        return json_answer(body)
 
 
 def _infer(predictor: Any, payload: Any, max_rows: int) -> tuple[list[dict[str, Any]], str | None]:
