@@ -42,6 +42,17 @@ def submit(stack: Stack, spec: dict[str, Any]) -> dict[str, Any]:
     return job
 
 
+def backend(kind: str, tmp: Path, cleanup: ExitStack) -> tuple[str, Database]:
+    """A scratch database of `kind` (sqlite or postgresql), migrated and holding the test keys,
+    and a handle on it, both dropped by `cleanup`; skips the test when PostgreSQL is not there."""
+    url = scratch_database(kind, tmp, cleanup)
+    if url is None:
+        pytest.skip("PostgreSQL is not answering on this machine")
+    database = Database(url)
+    cleanup.callback(database.dispose)
+    return url, database
+
+
 @pytest.fixture(scope="session")
 def broker_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return redis_url() or f"filesystem://{tmp_path_factory.mktemp('broker')}"
@@ -53,11 +64,7 @@ def stack(
 ) -> Iterator[Stack]:
     tmp: Path = tmp_path_factory.mktemp(request.param)
     with ExitStack() as cleanup:
-        url = scratch_database(request.param, tmp, cleanup)
-        if url is None:
-            pytest.skip("PostgreSQL is not answering on this machine")
-        database = Database(url)
-        cleanup.callback(database.dispose)
+        url, database = backend(request.param, tmp, cleanup)
         env = stack_env(url, tmp, cleanup, broker_url, METRICS_FLUSH_SECONDS="0.2")
         settings = Settings.from_env(env)
         worker = WorkerProcess(env, tmp / "worker.log")
@@ -72,11 +79,7 @@ def two_workers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tupl
     """The API in-process and two worker processes (one pool slot each) on a private queue,
     both registered (so the dispatcher counts two slots): for the fair-dispatch tests."""
     with ExitStack() as cleanup:
-        url = scratch_database(request.param, tmp_path, cleanup)
-        if url is None:
-            pytest.skip("PostgreSQL is not answering on this machine")
-        database = Database(url)
-        cleanup.callback(database.dispose)
+        url, database = backend(request.param, tmp_path, cleanup)
         env = stack_env(url, tmp_path, cleanup, TENANT_MAX_RUNNING="0")
         for i in range(2):
             worker = WorkerProcess(env, tmp_path / f"worker{i}.log")
