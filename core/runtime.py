@@ -181,7 +181,7 @@ class Predictor:
         few rows go through `_predict_few` and a small answer is finished in Python from the
         outputs as lists. float32 outputs convert to the same Python floats as through float64.
         """
-        if len(X) <= self.few_rows:
+        if 0 < len(X) <= self.few_rows:
             return self._predict_few(X if type(X) is list else np.asarray(X).tolist())
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is answered just below
             out = self.outputs(X)

@@ -267,3 +267,8 @@ def test_a_model_whose_scaler_divides_by_zero_is_served_through_numpy() -> None:
     assert predictor.few_rows == 0
     with np.errstate(divide="ignore"), contextlib.suppress(NotFinite):  # not ZeroDivisionError
         predictor.predict([[0.5, 0.0, 1.0, 2.0, 3.0]])
+
+
+def test_no_rows_answer_no_predictions() -> None:
+    predictor = trained_predictor("sparse_categorical_crossentropy")
+    assert predictor.predict(np.empty((0, 5))) == {"predictions": [], "probabilities": []}
