@@ -143,7 +143,7 @@ OUTPUT_LAYERS = {  # loss: (output activation, units, dataset, its parameters)
 }
 
 
-SEED_LIKE = {
+SMALL_REGRESSION = {
     "dataset": {"builtin": "make_regression", "params": {"n_samples": 60, "n_features": 5}},
     "preprocessing": {"standardize": True},
     "layers": [{"type": "dense", "units": 4, "activation": "relu"}, {"type": "dense", "units": 1}],
@@ -261,7 +261,7 @@ def test_a_few_rows_under_the_quiet_limit_skip_the_floating_point_checks(
 def test_a_model_whose_scaler_divides_by_zero_is_served_through_numpy() -> None:
     """Python would raise on a zero scale where NumPy divides: such an artifact (ours never
     store one) keeps to the NumPy path."""
-    artifact = trained_artifact(parse_spec(SEED_LIKE))
+    artifact = trained_artifact(parse_spec(SMALL_REGRESSION))
     artifact.arrays["scaler.scale"][1] = 0.0
     predictor = Predictor(artifact)
     assert predictor.few_rows == 0
