@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.seed_job
 	$(PY) -m benchmarks.large_job
 	$(PY) -m benchmarks.predict_http
+	$(PY) -m benchmarks.predict_breakdown
 	$(PY) -m benchmarks.onnx_runtime
 	$(PY) -m benchmarks.job_overhead
 	$(PY) -m benchmarks.memory

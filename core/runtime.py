@@ -20,8 +20,7 @@ SMALL_ANSWER = 64
 # Requests of at most this many values (rows x (features + outputs)) are scaled in Python and
 # their output activation computed in Python (`Predictor._predict_few`): a one-row prediction's
 # NumPy calls cost far more than its arithmetic when the process's caches are cold, as a
-# server's are between requests (the NumPy work was a third of a one-row predict request's time
-# in a gunicorn worker, measured).
+# server's are between requests (`benchmarks.predict_breakdown` shows what predicting costs).
 SMALL_INPUT = 256
 # Output activations computed in float64 from the network's float32 outputs: in NumPy for many
 # rows, in Python for a few, so both give the same probabilities (to float64's last bits).

@@ -106,8 +106,8 @@ _ANSWER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 
 def json_answer(obj: Any) -> Response:
     """`jsonify(obj)` for the prediction routes, whose answers are plain JSON types: one encoder
-    made once rather than Flask's provider making one per call (20 us of a one-row prediction
-    in a gunicorn worker, measured side by side). Non-finite floats become null, as
+    made once rather than Flask's provider making one per call (13-20 us of a one-row
+    prediction's p50: `benchmarks.predict_breakdown`). Non-finite floats become null, as
     FiniteJSONProvider makes them."""
     try:
         text = _ANSWER.encode(obj)
